@@ -1,0 +1,367 @@
+"""
+GRPO training driver: SFT -> GRPO on a small character-level GPT, on CPU or CUDA.
+
+    python train_grpo.py                                   # arithmetic, default flags, a few minutes on 2 cores
+    python train_grpo.py --task shakespeare
+    python train_grpo.py --resume                          # continue from <out-dir>/grpo_ckpt.pt
+    torchrun --standalone --nproc_per_node=2 train_grpo.py # data-parallel (gloo on CPU, nccl on CUDA)
+
+With no <out-dir>/policy.pth the SFT policy is trained first and saved there; it is also the frozen
+reference pi_ref. Each step: B prompts x G completions are sampled with the KV cache, scored by the
+task's reward functions, turned into group-relative advantages and used for mu clipped updates with a
+k3 KL penalty (grpo.py). How this departs from DeepSeekMath's GRPO:
+  1. Outcome rewards only (one reward per completion), no process supervision, no reward model on
+     arithmetic (rule-based, verifiable rewards as in DeepSeek-R1).
+  2. pi_ref stays the SFT policy for the whole run (the paper's iterative GRPO resets it).
+  3. With mu = 1 (the default) old_logp is logp.detach(): ratio == 1 and the clip never acts.
+  4. Truncated completions (no end token within --max-new-tokens) stay in the loss with all their
+     tokens; they get no reward, so the policy learns to stop.
+  5. --dynamic-sampling (DAPO) drops groups whose rewards are all equal and samples more prompts;
+     mean_r and std_r are then logged on the first, unfiltered draw of the step.
+Every random draw of step s comes from a generator seeded by (--seed, s), so a resumed run and a run
+split across DDP ranks sample exactly what one uninterrupted process would.
+"""
+
+import argparse
+import json
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from grpo import completion_mask, entropy_from_logits, group_advantages, grpo_loss
+from model import completion_logprobs
+from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from utils.common import at_least, compute_cleanup, compute_init, fail, is_finite, pick_device, positive, print0
+from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
+from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
+from utils.tasks import TASKS, total_reward
+
+# -----------------------------------------------------------------------------
+# config
+
+parser = argparse.ArgumentParser(
+    description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+)
+parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic", help="which task to train on")
+parser.add_argument("--steps", type=at_least(1), default=300, help="GRPO optimizer steps")
+parser.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), over all ranks")
+parser.add_argument("--group-size", type=at_least(2), default=8, help="completions per prompt (G)")
+parser.add_argument("--num-iterations", type=at_least(1), default=1, help="updates per rollout (mu)")
+parser.add_argument("--lr", type=positive(), default=3e-4, help="learning rate (Adam)")
+parser.add_argument("--beta", type=float, default=0.04, help="weight of the k3 KL penalty to pi_ref")
+parser.add_argument("--clip-eps", type=positive(), default=0.2, help="PPO clip range (lower side)")
+parser.add_argument(
+    "--clip-eps-high", type=positive(), default=None, help="upper clip (DAPO clip-higher); default --clip-eps"
+)
+parser.add_argument(
+    "--loss-type", choices=["grpo", "bnpo", "dapo", "dr_grpo"], default="grpo", help="token aggregation, see grpo.py"
+)
+parser.add_argument(
+    "--scale", choices=["group", "batch", "none"], default="group", help="advantage std normalisation, see grpo.py"
+)
+parser.add_argument("--temperature", type=positive(), default=1.0, help="sampling temperature (log-probs use the same)")
+parser.add_argument("--top-k", type=at_least(1), default=None, help="sample from the k most likely tokens only")
+parser.add_argument(
+    "--max-new-tokens", type=at_least(1), default=None, help="completion length cap (default: the task's)"
+)
+parser.add_argument(
+    "--dynamic-sampling", action="store_true", help="DAPO: drop groups with all-equal rewards, sample more"
+)
+parser.add_argument(
+    "--max-resample", type=at_least(1), default=4, help="dynamic sampling: most extra rollouts per step"
+)
+parser.add_argument("--grad-clip", type=positive(), default=1.0, help="clip the gradient's total 2-norm to this")
+parser.add_argument(
+    "--eval-every", type=at_least(1), default=25, help="held-out evaluation (and samples) every k steps"
+)
+parser.add_argument("--ckpt-every", type=at_least(1), default=50, help="write <out-dir>/grpo_ckpt.pt every k steps")
+parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/grpo_ckpt.pt, appending to --log")
+parser.add_argument("--max-bad-steps", type=at_least(1), default=3, help="stop after this many NaN/inf steps in a row")
+parser.add_argument("--seed", type=int, default=1337, help="random seed (same seed, same CPU: same numbers)")
+parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run")
+parser.add_argument("--compile", action="store_true", help="torch.compile the policy's training forward")
+parser.add_argument("--out-dir", default="out", help="checkpoints: policy.pth (SFT, = pi_ref) and grpo_ckpt.pt")
+parser.add_argument("--log", default="logs/grpo.csv", help="metrics CSV (a _samples.txt file goes beside it)")
+parser.add_argument("--no-progress", action="store_true", help="print a line per eval instead of a progress bar")
+parser.add_argument(
+    "--debug-nan-steps", type=int, nargs="*", default=[], help="fault injection for tests: NaN loss at these steps"
+)
+add_model_args(parser)
+args = parser.parse_args()
+if args.n_embd % args.n_head:
+    parser.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
+
+device = pick_device(args.device)
+ddp, rank, local_rank, world, device = compute_init(device)
+master = rank == 0
+if args.batch_size % world:
+    fail(f"--batch-size {args.batch_size} is not divisible by the {world} DDP processes")
+B, G = args.batch_size // world, args.group_size  # prompts per rank, completions per prompt
+device_type = "cuda" if device.startswith("cuda") else "cpu"
+ctx = nullcontext() if device_type == "cpu" else torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+if device_type == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = True
+torch.manual_seed(args.seed)
+
+# -----------------------------------------------------------------------------
+# data and models
+
+try:
+    task = TASKS[args.task]()
+except FileNotFoundError as e:
+    fail(str(e))
+T = args.max_new_tokens or task.max_new_tokens
+if task.prompt_len + T > task.block_size:
+    fail(f"--max-new-tokens {T} + prompt {task.prompt_len} exceeds the model's block_size {task.block_size}")
+try:
+    policy, tok, sft_info = load_or_train_sft(task, args, device, master, log=print0)
+    ref, _, _ = load_or_train_sft(task, args, device, master, log=print0)  # pi_ref: the SFT policy, frozen
+except CheckpointError as e:
+    fail(str(e))
+ref.eval().requires_grad_(False)
+eos_id = tok.eos_id if task.uses_eos else None
+
+optimizer = torch.optim.Adam(policy.parameters(), lr=args.lr)
+ckpt_path = os.path.join(args.out_dir, "grpo_ckpt.pt")
+start_step, elapsed, bad_streak = 0, 0.0, 0
+if args.resume:
+    try:
+        ck = load_checkpoint(ckpt_path, map_location=device)
+        check_model_config(ck["model_config"], model_config(task, tok, args), ckpt_path)
+    except CheckpointError as e:
+        fail(f"--resume: {e}")
+    if ck["task"] != task.name:
+        fail(f"--resume: {ckpt_path} is a {ck['task']} run, not {task.name}")
+    policy.load_state_dict(ck["policy"])
+    optimizer.load_state_dict(ck["optimizer"])
+    start_step, elapsed = ck["step"], ck["elapsed"]
+    set_rng_state(ck["rng"])
+    print0(f"resumed from {ckpt_path} at step {start_step}")
+
+sft_eval = task.evaluate(policy, tok, device) if master else {}
+print0(f"SFT policy ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")
+train_model = torch.compile(policy) if args.compile else policy
+if ddp:
+    train_model = DDP(train_model, device_ids=[local_rank] if device_type == "cuda" else None)
+
+reward_names = [name for name, _, _ in task.reward_funcs]
+columns = BASE_COLUMNS + [f"r_{n}" for n in reward_names] + ["kept_groups"]
+if master:
+    logger = CSVLogger(args.log, columns, resume_step=start_step if args.resume else None)
+    samples_path = os.path.splitext(args.log)[0] + "_samples.txt"
+    if not args.resume and os.path.exists(samples_path):
+        os.remove(samples_path)
+
+
+def all_mean(x):
+    """Mean of a float over DDP ranks (identity without DDP)."""
+    if not ddp:
+        return x
+    t = torch.tensor(float(x), device=device)
+    dist.all_reduce(t)
+    return t.item() / world
+
+
+def rollout(prompts, u):
+    """Sample G completions for each prompt. Returns (seq (n*G, P+T), completions text, mask (n*G, T))."""
+    idx = torch.tensor([tok.encode(p) for p in prompts for _ in range(G)], device=device)  # (n*G, P)
+    with ctx:
+        out, _ = policy.generate(idx, T, temperature=args.temperature, top_k=args.top_k, eos_id=eos_id, uniforms=u)
+    if eos_id is not None:
+        mask = completion_mask(out, eos_id)  # (n*G, T) real tokens up to and including the end token
+        texts = [tok.decode_completion(r) for r in out.tolist()]
+    else:
+        mask = torch.ones_like(out, dtype=torch.float)
+        texts = [tok.decode(r) for r in out.tolist()]
+    return torch.cat([idx, out], dim=1), texts, mask
+
+
+# -----------------------------------------------------------------------------
+# training loop
+
+pbar = tqdm(
+    range(start_step + 1, args.steps + 1), disable=not master or args.no_progress, desc="grpo", dynamic_ncols=True
+)
+t_start = time.time() - elapsed
+last = {}
+for step in pbar:
+    t_step = time.time()
+    # --- rollout: every rank draws the global batch's random numbers and takes its slice
+    g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+    draws, first = [], None
+    kept = 0
+    for _attempt in range(1 + (args.max_resample if args.dynamic_sampling else 0)):
+        prompts_all = task.sample_prompts(g, args.batch_size)
+        u_all = torch.rand(args.batch_size * G, T, generator=g)
+        prompts = prompts_all[rank * B : (rank + 1) * B]
+        u = u_all[rank * B * G : (rank + 1) * B * G]
+        seq, texts, mask = rollout(prompts, u)
+        rewards, parts = total_reward(task, [p for p in prompts for _ in range(G)], texts)
+        r = torch.tensor(rewards)
+        draw = dict(prompts=prompts, seq=seq, texts=texts, mask=mask, r=r, parts=parts)
+        if first is None:
+            first = draw
+        if not args.dynamic_sampling:
+            draws = [draw]
+            kept = B
+            break
+        informative = r.view(B, G).std(dim=1) > 0  # (B,) groups whose advantage is not all zero
+        draws.append({k: v for k, v in draw.items()} | {"keep": informative})
+        kept += int(informative.sum())
+        if kept >= B:
+            break
+    if args.dynamic_sampling:  # keep the informative groups, at most B; none at all: train on the first draw
+        rows, left = [], B
+        for d in draws:
+            for b in d["keep"].nonzero().flatten().tolist()[:left]:
+                rows.append((d, b))
+            left = B - len(rows)
+        if not rows:
+            rows = [(first, b) for b in range(B)]
+        kept = len(rows)
+        seq = torch.cat([d["seq"][b * G : (b + 1) * G] for d, b in rows])
+        mask = torch.cat([d["mask"][b * G : (b + 1) * G] for d, b in rows])
+        r = torch.cat([d["r"][b * G : (b + 1) * G] for d, b in rows])
+    else:
+        seq, mask, r = first["seq"], first["mask"], first["r"]
+    # --- advantages, on the global batch of rewards so that "batch" scale sees every rank's rewards
+    if ddp:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, r.tolist())
+        r_global = torch.tensor([x for part in gathered for x in part])
+        offset = sum(len(part) for part in gathered[:rank])
+    else:
+        r_global, offset = r, 0
+    adv = group_advantages(r_global, G, scale=args.scale)[offset : offset + r.numel()].to(device)  # (n*G,)
+    # --- reference and old log-probs (no grad)
+    with torch.no_grad(), ctx:
+        ref_logp, _ = completion_logprobs(ref, seq, task.prompt_len, args.temperature)  # (n*G, T)
+        old_logp = None
+        if args.num_iterations > 1:  # pi_old: the sampling policy, before any of the mu updates
+            old_logp, _ = completion_logprobs(policy, seq, task.prompt_len, args.temperature)
+    num_tokens = mask.sum()
+    if ddp and args.loss_type == "dapo":
+        dist.all_reduce(num_tokens)  # the global token count (DAPO's token-level normaliser)
+    # --- mu updates on the same rollout
+    losses, norms, last_stats, entropy, bad = [], [], {}, float("nan"), False
+    for it in range(args.num_iterations):
+        with ctx:  # through the DDP wrapper, so that backward all-reduces the gradients
+            logp, logits = completion_logprobs(train_model, seq, task.prompt_len, args.temperature)  # (n*G, T)
+        if it == 0:
+            entropy = entropy_from_logits(logits.detach(), mask).item()
+        old = logp.detach() if old_logp is None else old_logp
+        loss, stats = grpo_loss(
+            logp,
+            old,
+            ref_logp.float(),
+            adv,
+            mask,
+            clip_eps=args.clip_eps,
+            clip_eps_high=args.clip_eps_high,
+            beta=args.beta,
+            loss_type=args.loss_type,
+            max_completion_len=T,
+            num_tokens=num_tokens,
+        )
+        if ddp and args.loss_type == "dapo":
+            loss = loss * world  # DDP averages gradients over ranks; sum/global_count needs the sum
+        if step in args.debug_nan_steps:
+            loss = loss * float("nan")  # fault injection (tests only)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
+        step_bad = not (is_finite(loss.detach()) and is_finite(grad_norm))
+        if ddp:  # every rank must agree to skip, or DDP ranks drift apart
+            flag = torch.tensor(float(step_bad), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            step_bad = bool(flag.item())
+        if step_bad:
+            optimizer.zero_grad(set_to_none=True)  # skip: the parameters and Adam state stay as they were
+            bad = True
+            break
+        optimizer.step()
+        losses.append(loss.item())
+        norms.append(grad_norm.item())
+        last_stats = stats
+    bad_streak = bad_streak + 1 if bad else 0
+    if bad and bad_streak >= args.max_bad_steps:
+        fail(
+            f"{bad_streak} steps in a row had a NaN/inf loss or gradient (last: step {step}); stopping, last checkpoint kept at {ckpt_path}",
+            code=1,
+        )
+    # --- logging
+    dt = time.time() - t_step
+    r0 = first["r"]  # the first (unfiltered) draw: the honest on-policy reward
+    n_tok = float(mask.sum())
+    row = {
+        "step": step,
+        "mean_r": all_mean(r0.mean().item()),
+        "std_r": all_mean(r0.std().item()),
+        "frac_zero_std": all_mean((r0.view(-1, G).std(dim=1) == 0).float().mean().item()),
+        "kl": all_mean(last_stats["kl"].item()) if last_stats else "",
+        "entropy": all_mean(entropy),
+        "clip_frac": all_mean(last_stats["clip_frac"].item()) if last_stats else "",
+        "loss": all_mean(sum(losses) / len(losses)) if losses else "",
+        "grad_norm": all_mean(sum(norms) / len(norms)) if norms else "",
+        "len_mean": all_mean(n_tok / mask.size(0)),
+        "time_s": time.time() - t_start,
+        "tokens_per_s": all_mean(n_tok / dt) * world,
+        "skipped": int(bad),
+        "kept_groups": all_mean(kept) * world,
+    }
+    for name in reward_names:
+        row[f"r_{name}"] = all_mean(sum(first["parts"][name]) / len(first["parts"][name]))
+    if master and (step % args.eval_every == 0 or step == args.steps):
+        row.update(task.evaluate(policy, tok, device))
+        comps = first["texts"]
+        write_samples(samples_path, step, [p for p in first["prompts"] for _ in range(G)], comps, r0.tolist())
+    if master:
+        logger.log(row)
+        last = row
+        short = {k: f"{row[k]:.3f}" for k in ("mean_r", "kl", "entropy") if isinstance(row[k], float)}
+        if "eval_acc" in row:
+            short["acc"] = f"{row['eval_acc']:.3f}"
+        pbar.set_postfix(short)
+        if args.no_progress and (step % args.eval_every == 0 or step == args.steps):
+            print(f"step {step}: " + " ".join(f"{k} {v}" for k, v in short.items()), flush=True)
+    # --- checkpoint: only after a good step, from a finite state
+    if master and not bad and (step % args.ckpt_every == 0 or step == args.steps):
+        if not all(is_finite(p) for p in policy.parameters()):
+            fail(f"non-finite parameters at step {step}; not writing a checkpoint", code=1)
+        ck = {
+            "policy": policy.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "elapsed": time.time() - t_start,
+            "rng": rng_state(),
+            "config": {k: v for k, v in vars(args).items()},
+            "model_config": asdict(policy.config),
+            "task": task.name,
+        }
+        save_checkpoint(ck, ckpt_path)
+
+# -----------------------------------------------------------------------------
+# summary
+
+if master:
+    final_eval = task.evaluate(policy, tok, device)
+    summary = {
+        "task": task.name,
+        "steps": args.steps,
+        "sft": sft_info,
+        "sft_eval": sft_eval,
+        "final_eval": final_eval,
+        "grpo_time_s": round(time.time() - t_start, 1),
+        "device": device,
+        "world_size": world,
+    }
+    with open(os.path.join(args.out_dir, "grpo_summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print(f"held-out {task.name}: SFT {sft_eval} -> GRPO {final_eval} in {summary['grpo_time_s']}s; log {args.log}")
+compute_cleanup(ddp)

@@ -1,0 +1,84 @@
+"""Device, DDP and error helpers shared by the drivers (nanoGPT / nanochat style)."""
+
+import math
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+
+def fail(msg, code=2):
+    """One line on stderr and a non-zero exit: bad input (2, argparse's convention) or a failed run."""
+    print(f"{os.path.basename(sys.argv[0])}: error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def pick_device(name):
+    """'auto' | 'cpu' | 'cuda' -> a device string; asking for CUDA without one is an error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda asked for, but torch sees no CUDA device (use --device cpu or auto)")
+    return name
+
+
+def compute_init(device):
+    """Start DDP when launched by torchrun (RANK set); returns (ddp, rank, local_rank, world_size, device)."""
+    if int(os.environ.get("RANK", -1)) == -1:
+        return False, 0, 0, 1, device
+    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return True, rank, local_rank, world, device
+
+
+def compute_cleanup(ddp):
+    if ddp:
+        dist.destroy_process_group()
+
+
+def print0(*args, **kwargs):
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(*args, **kwargs)
+
+
+def is_finite(x):
+    """True when a float or tensor holds no NaN or inf."""
+    if torch.is_tensor(x):
+        return bool(torch.isfinite(x).all())
+    return math.isfinite(x)
+
+
+def positive(kind=float):
+    """argparse type: a number > 0, with a one-line error otherwise."""
+    import argparse
+
+    def parse(s):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a {kind.__name__}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+        return v
+
+    return parse
+
+
+def at_least(n):
+    """argparse type: an int >= n."""
+    import argparse
+
+    def parse(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not an int") from None
+        if v < n:
+            raise argparse.ArgumentTypeError(f"must be >= {n}, got {s}")
+        return v
+
+    return parse

@@ -1,0 +1,102 @@
+"""CSV metrics logger: one row per step, a fixed header, and an honest definition for every column.
+
+Columns every RL driver writes (GRPO and PPO share the names where they mean the same thing):
+  step          optimizer step, 1-based
+  mean_r, std_r mean and std of the total reward over the step's N sampled completions
+  r_<name>      mean of one reward function (before its weight), one column per function
+  frac_zero_std fraction of groups whose G rewards are all equal (their GRPO advantage is 0)
+  kl            masked mean per-token k3 estimate of KL(pi_theta || pi_ref) on the sampled tokens
+  entropy       masked mean true entropy (nats) of the policy's full next-token distribution
+  clip_frac     fraction of real tokens where the PPO clip was active (low or high)
+  loss          the loss that was minimised (mean over the mu updates)
+  grad_norm     total gradient 2-norm before clipping (mean over the mu updates)
+  len_mean      mean number of real completion tokens (end token included)
+  eval_acc      held-out exact-match accuracy (arithmetic), empty on steps without evaluation
+  eval_r        held-out mean reward, empty on steps without evaluation
+  time_s        wall-clock seconds since the run started (not counting SFT)
+  tokens_per_s  sampled completion tokens per second of this step's wall time
+  skipped       1 if the optimizer step was skipped because the loss or gradient was NaN or inf
+"""
+
+import csv
+import os
+
+BASE_COLUMNS = [
+    "step",
+    "mean_r",
+    "std_r",
+    "frac_zero_std",
+    "kl",
+    "entropy",
+    "clip_frac",
+    "loss",
+    "grad_norm",
+    "len_mean",
+    "eval_acc",
+    "eval_r",
+    "time_s",
+    "tokens_per_s",
+    "skipped",
+]
+
+
+class CSVLogger:
+    """Append rows to `path` with a fixed header.
+
+    resume_step=None starts a new file. resume_step=k keeps the rows with step <= k (those the checkpoint
+    at step k has seen) and appends after them, so a run killed after logging step k+3 but checkpointing
+    at k ends with steps 1..N once each.
+    """
+
+    def __init__(self, path, columns, resume_step=None):
+        self.path, self.columns = path, list(columns)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if resume_step is not None and os.path.exists(path):
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames != self.columns:
+                    raise ValueError(f"{path} has columns {reader.fieldnames}, this run writes {self.columns}")
+                kept = [r for r in reader if r["step"] and int(r["step"]) <= resume_step]
+            tmp = path + ".tmp"
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.columns)
+                w.writeheader()
+                w.writerows(kept)
+            os.replace(tmp, path)
+        else:
+            with open(path, "w", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns).writeheader()
+
+    def log(self, row):
+        unknown = set(row) - set(self.columns)
+        if unknown:
+            raise KeyError(f"columns {sorted(unknown)} are not in the header of {self.path}")
+        out = {k: _fmt(row.get(k, "")) for k in self.columns}
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns).writerow(out)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def write_samples(path, step, prompts, completions, rewards, k=4):
+    """Append the first k sampled completions of a step, with their total reward, to a text file."""
+    with open(path, "a") as f:
+        f.write(f"--- step {step}\n")
+        for p, c, r in list(zip(prompts, completions, rewards, strict=True))[:k]:
+            f.write(f"{r:+.3f}  {p!r} -> {c!r}\n")
+
+
+def read_csv(path):
+    """Rows of a metrics CSV as a dict of column -> list of floats (None where empty)."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        cols = {c: [] for c in (reader.fieldnames or [])}
+        for row in reader:
+            for c in cols:
+                v = row.get(c, "")
+                cols[c].append(float(v) if v not in ("", None) else None)
+    return cols
