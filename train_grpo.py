@@ -40,7 +40,7 @@ from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpo
 from utils.common import at_least, compute_cleanup, compute_init, fail, is_finite, pick_device, positive, print0
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
 from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
-from utils.tasks import TASKS, total_reward
+from utils.tasks import TASKS, setup_rewards, total_reward
 
 # -----------------------------------------------------------------------------
 # config
@@ -150,8 +150,9 @@ train_model = torch.compile(policy) if args.compile else policy
 if ddp:
     train_model = DDP(train_model, device_ids=[local_rank] if device_type == "cuda" else None)
 
-reward_names = [name for name, _, _ in task.reward_funcs]
-columns = BASE_COLUMNS + [f"r_{n}" for n in reward_names] + ["kept_groups"]
+reward_funcs, gold_fn = setup_rewards(task, args, device, master, log=print0)
+reward_names = [name for name, _, _ in reward_funcs]
+columns = BASE_COLUMNS + [f"r_{n}" for n in reward_names] + ["kept_groups"] + (["gold_r"] if gold_fn else [])
 if master:
     logger = CSVLogger(args.log, columns, resume_step=start_step if args.resume else None)
     samples_path = os.path.splitext(args.log)[0] + "_samples.txt"
@@ -202,7 +203,7 @@ for step in pbar:
         prompts = prompts_all[rank * B : (rank + 1) * B]
         u = u_all[rank * B * G : (rank + 1) * B * G]
         seq, texts, mask = rollout(prompts, u)
-        rewards, parts = total_reward(task, [p for p in prompts for _ in range(G)], texts)
+        rewards, parts = total_reward(reward_funcs, [p for p in prompts for _ in range(G)], texts)
         r = torch.tensor(rewards)
         draw = dict(prompts=prompts, seq=seq, texts=texts, mask=mask, r=r, parts=parts)
         if first is None:
@@ -317,6 +318,9 @@ for step in pbar:
     }
     for name in reward_names:
         row[f"r_{name}"] = all_mean(sum(first["parts"][name]) / len(first["parts"][name]))
+    if gold_fn is not None:
+        gold = gold_fn([p for p in first["prompts"] for _ in range(G)], first["texts"])
+        row["gold_r"] = all_mean(sum(gold) / len(gold))
     if master and (step % args.eval_every == 0 or step == args.steps):
         row.update(task.evaluate(policy, tok, device))
         comps = first["texts"]

@@ -83,7 +83,7 @@ class ArithmeticTask:
         out, _ = model.generate(idx, self.max_new_tokens, temperature=0, eos_id=tok.eos_id)
         comps = [tok.decode_completion(r) for r in out.tolist()]
         acc = sum(exact_match(prompts, comps)) / len(prompts)
-        return {"eval_acc": acc, "eval_r": sum(total_reward(self, prompts, comps)[0]) / len(prompts)}
+        return {"eval_acc": acc, "eval_r": sum(total_reward(self.reward_funcs, prompts, comps)[0]) / len(prompts)}
 
 
 # -----------------------------------------------------------------------------
@@ -150,20 +150,31 @@ class ShakespeareTask:
         return rows[:, :-1], rows[:, 1:]
 
     def evaluate(self, model, tok, device, n=None, temperature=1.0):
-        """Mean total reward on the held-out prompts, sampled at `temperature` with fixed random numbers."""
+        """Mean rule score (the gold score) on the held-out prompts, sampled at `temperature` with fixed
+        random numbers."""
         prompts = self.heldout[:n]
         idx = torch.tensor([tok.encode(p) for p in prompts], device=device)
         u = torch.rand(len(prompts), self.max_new_tokens, generator=torch.Generator().manual_seed(0))
         out, _ = model.generate(idx, self.max_new_tokens, temperature=temperature, uniforms=u)
         comps = [tok.decode(r) for r in out.tolist()]
-        return {"eval_r": sum(total_reward(self, prompts, comps)[0]) / len(prompts)}
+        return {"eval_r": sum(total_reward(self.reward_funcs, prompts, comps)[0]) / len(prompts)}
 
 
 TASKS = {"arithmetic": ArithmeticTask, "shakespeare": ShakespeareTask}
 
 
-def total_reward(task, prompts, completions):
-    """Weighted sum of the task's reward functions: (totals list, {name: per-completion list})."""
-    parts = {name: fn(prompts, completions) for name, fn, _ in task.reward_funcs}
-    totals = [sum(w * parts[name][i] for name, _, w in task.reward_funcs) for i in range(len(completions))]
+def total_reward(reward_funcs, prompts, completions):
+    """Weighted sum of reward functions [(name, f, weight)]: (totals list, {name: per-completion list})."""
+    parts = {name: fn(prompts, completions) for name, fn, _ in reward_funcs}
+    totals = [sum(w * parts[name][i] for name, _, w in reward_funcs) for i in range(len(completions))]
     return totals, parts
+
+
+def setup_rewards(task, args, device, master=True, log=print):
+    """What the drivers optimise and what they only watch: (reward_funcs, gold_fn).
+
+    reward_funcs: [(name, f, weight)], summed into the reward; gold_fn: f(prompts, completions) or None,
+    logged as gold_r beside it (the true objective when the reward is a learned proxy). Shared by
+    train_grpo.py and train_ppo.py so that both methods see the same rewards.
+    """
+    return task.reward_funcs, None
