@@ -1,0 +1,141 @@
+"""
+Draw metric curves from the drivers' CSV logs into a labelled PNG.
+
+    python plot.py --metric mean_r logs/grpo.csv logs/ppo.csv            # -> logs/mean_r.png
+    python plot.py --metric eval_acc logs/grpo.csv -o logs/acc.png --smooth 5
+    python plot.py --metric gold_r --x kl logs/rm_beta*.csv              # a metric against KL
+
+One curve per CSV, labelled by the file name. CSVs named <name>_seed<k>.csv are one method run with
+several seeds: they become one curve, the mean over seeds, with a band of +-1 standard deviation.
+Empty cells (eval_acc on steps without evaluation) are skipped, not drawn as zero.
+"""
+
+import argparse
+import os
+import re
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from utils.metrics import read_csv  # noqa: E402
+
+LABELS = {
+    "mean_r": "mean reward",
+    "gold_r": "gold score (the rule)",
+    "kl": "KL(policy || reference), k3 per token",
+    "entropy": "entropy (nats / token)",
+    "loss": "loss",
+    "eval_acc": "held-out accuracy",
+    "eval_r": "held-out reward",
+    "clip_frac": "clip fraction",
+    "grad_norm": "gradient norm (before clipping)",
+    "len_mean": "completion length (tokens)",
+    "step": "step",
+    "time_s": "wall time (s)",
+}
+
+
+class PlotError(Exception):
+    pass
+
+
+def load(path):
+    if not os.path.exists(path):
+        raise PlotError(f"{path} not found")
+    cols = read_csv(path)
+    if not cols or not cols.get("step"):
+        raise PlotError(f"{path} is empty (no header or no rows)")
+    return cols
+
+
+def series(cols, metric, x):
+    """(xs, ys) with the rows where both are present."""
+    pairs = [(a, b) for a, b in zip(cols[x], cols[metric], strict=True) if a is not None and b is not None]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def smooth(y, n):
+    """Trailing moving average over n points (the first points average what exists)."""
+    if n <= 1 or len(y) == 0:
+        return y
+    c = np.cumsum(np.insert(y, 0, 0.0))
+    out = np.empty_like(y, dtype=float)
+    for i in range(len(y)):
+        lo = max(0, i + 1 - n)
+        out[i] = (c[i + 1] - c[lo]) / (i + 1 - lo)
+    return out
+
+
+def group_runs(paths):
+    """{label: [paths]}: <name>_seed<k>.csv files share the label <name>."""
+    groups = {}
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        groups.setdefault(re.sub(r"_seed\d+$", "", stem), []).append(p)
+    return groups
+
+
+def plot_curves(paths, metric, out=None, smooth_n=1, x="step", title=None, labels=None):
+    """Draw `metric` against `x` for each run (or seed group) in paths; returns the PNG path."""
+    data = {p: load(p) for p in paths}
+    for p, cols in data.items():
+        for m in (metric, x):
+            if m not in cols:
+                raise PlotError(f"unknown metric {m!r} in {p}; it has: {', '.join(cols)}")
+    groups = group_runs(paths)
+    if labels and len(labels) != len(groups):
+        raise PlotError(f"{len(labels)} --labels for {len(groups)} curves")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (label, ps) in enumerate(groups.items()):
+        name = labels[i] if labels else label
+        runs = [series(data[p], metric, x) for p in ps]
+        if x == "step" and len(runs) > 1:  # seeds: mean and +-1 std over the common steps
+            n = min(len(r[1]) for r in runs)
+            ys = np.stack([smooth(r[1][:n], smooth_n) for r in runs])
+            mean, std = ys.mean(0), ys.std(0)
+            (line,) = ax.plot(runs[0][0][:n], mean, label=f"{name} (mean of {len(runs)} seeds)")
+            ax.fill_between(runs[0][0][:n], mean - std, mean + std, alpha=0.2, color=line.get_color())
+        else:
+            for j, (xs, ys) in enumerate(runs):
+                ax.plot(xs, smooth(ys, smooth_n), marker="." if x != "step" else None, label=name if j == 0 else None)
+    ax.set_xlabel(LABELS.get(x, x))
+    ax.set_ylabel(LABELS.get(metric, metric))
+    sm = f", smoothed over {smooth_n} points" if smooth_n > 1 else ""
+    ax.set_title(title or f"{LABELS.get(metric, metric)} vs {LABELS.get(x, x)}{sm}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    if out is None:
+        out = os.path.join("logs", f"{metric}.png" if x == "step" else f"{metric}_vs_{x}.png")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Plot a metric from one or more metrics CSVs into a PNG.")
+    parser.add_argument("csv", nargs="+", help="metrics CSV files (<name>_seed<k>.csv are averaged)")
+    parser.add_argument("--metric", required=True, help="column to draw, e.g. mean_r, kl, entropy, loss, eval_acc")
+    parser.add_argument("--x", default="step", help="column for the x axis (step, time_s, kl, ...)")
+    parser.add_argument("-o", "--out", default=None, help="PNG path (default logs/<metric>.png)")
+    parser.add_argument("--smooth", type=int, default=1, help="moving-average window in points (1 = none)")
+    parser.add_argument("--title", default=None, help="figure title")
+    parser.add_argument("--labels", nargs="*", default=None, help="legend labels, one per curve")
+    args = parser.parse_args()
+    if args.smooth < 1:
+        parser.error("--smooth must be >= 1")
+    try:
+        out = plot_curves(args.csv, args.metric, args.out, args.smooth, args.x, args.title, args.labels)
+    except PlotError as e:
+        print(f"plot.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Shared test helpers: run a script as a user would, and a tiny SFT policy built once per session."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# a model small enough that a handful of steps take a second or two on a CPU
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32"]
+
+
+def run(script, *args, timeout=300, env=None):
+    """Run `python script args` from the repo root; returns the CompletedProcess (never raises on rc)."""
+    e = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    e.update(env or {})
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=e,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_sft(tmp_path_factory):
+    """out-dir holding a tiny arithmetic SFT policy.pth (trained once, copied by the tests that need it)."""
+    d = tmp_path_factory.mktemp("sft")
+    p = run(
+        "train_grpo.py", "--steps", 1, "--sft-steps", 60, *TINY, "--out-dir", d, "--log", d / "g.csv", "--no-progress"
+    )
+    assert p.returncode == 0, p.stderr
+    return d
+
+
+@pytest.fixture
+def sft_dir(tiny_sft, tmp_path):
+    """A fresh out-dir with a copy of the tiny SFT policy."""
+    d = tmp_path / "out"
+    d.mkdir()
+    shutil.copy(tiny_sft / "policy.pth", d / "policy.pth")
+    return d
