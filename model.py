@@ -161,7 +161,7 @@ class GPT(nn.Module):
         logits = self.lm_head(h)  # (B, T, V)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
     def logprobs(self, seq, n_prompt, temperature=1.0):

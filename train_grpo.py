@@ -49,6 +49,7 @@ parser = argparse.ArgumentParser(
     description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter
 )
 parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic", help="which task to train on")
+parser.add_argument("--data", default=None, help="shakespeare: the text file (default data/tinyshakespeare.txt)")
 parser.add_argument("--steps", type=at_least(1), default=300, help="GRPO optimizer steps")
 parser.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), over all ranks")
 parser.add_argument("--group-size", type=at_least(2), default=8, help="completions per prompt (G)")
@@ -87,7 +88,13 @@ parser.add_argument("--seed", type=int, default=1337, help="random seed (same se
 parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run")
 parser.add_argument("--compile", action="store_true", help="torch.compile the policy's training forward")
 parser.add_argument("--out-dir", default="out", help="checkpoints: policy.pth (SFT, = pi_ref) and grpo_ckpt.pt")
-parser.add_argument("--log", default="logs/grpo.csv", help="metrics CSV (a _samples.txt file goes beside it)")
+parser.add_argument(
+    "--log",
+    "--metrics-csv",
+    dest="log",
+    default="logs/grpo.csv",
+    help="metrics CSV, a _samples.txt file goes beside it (under torchrun spell it --metrics-csv: torchrun takes --log for its own --log-dir)",
+)
 parser.add_argument("--no-progress", action="store_true", help="print a line per eval instead of a progress bar")
 parser.add_argument(
     "--debug-nan-steps", type=int, nargs="*", default=[], help="fault injection for tests: NaN loss at these steps"
@@ -113,7 +120,7 @@ torch.manual_seed(args.seed)
 # data and models
 
 try:
-    task = TASKS[args.task]()
+    task = TASKS[args.task](**({"data_path": args.data} if args.data else {}))
 except FileNotFoundError as e:
     fail(str(e))
 T = args.max_new_tokens or task.max_new_tokens

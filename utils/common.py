@@ -37,6 +37,7 @@ def compute_init(device):
 
 def compute_cleanup(ddp):
     if ddp:
+        dist.barrier()  # rank 0 may still be evaluating; leaving early aborts gloo's pending pairs
         dist.destroy_process_group()
 
 
