@@ -50,7 +50,7 @@ parser = argparse.ArgumentParser(
 )
 parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic", help="which task to train on")
 parser.add_argument("--data", default=None, help="shakespeare: the text file (default data/tinyshakespeare.txt)")
-parser.add_argument("--steps", type=at_least(1), default=300, help="GRPO optimizer steps")
+parser.add_argument("--steps", type=at_least(1), default=800, help="GRPO optimizer steps")
 parser.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), over all ranks")
 parser.add_argument("--group-size", type=at_least(2), default=8, help="completions per prompt (G)")
 parser.add_argument("--num-iterations", type=at_least(1), default=1, help="updates per rollout (mu)")
@@ -104,6 +104,9 @@ args = parser.parse_args()
 if args.n_embd % args.n_head:
     parser.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
 
+ckpt_path = os.path.join(args.out_dir, "grpo_ckpt.pt")
+if args.resume and not os.path.exists(ckpt_path):
+    fail(f"--resume: no checkpoint at {ckpt_path}")
 device = pick_device(args.device)
 ddp, rank, local_rank, world, device = compute_init(device)
 master = rank == 0
@@ -135,7 +138,6 @@ ref.eval().requires_grad_(False)
 eos_id = tok.eos_id if task.uses_eos else None
 
 optimizer = torch.optim.Adam(policy.parameters(), lr=args.lr)
-ckpt_path = os.path.join(args.out_dir, "grpo_ckpt.pt")
 start_step, elapsed, bad_streak = 0, 0.0, 0
 if args.resume:
     try:
@@ -298,11 +300,6 @@ for step in pbar:
         norms.append(grad_norm.item())
         last_stats = stats
     bad_streak = bad_streak + 1 if bad else 0
-    if bad and bad_streak >= args.max_bad_steps:
-        fail(
-            f"{bad_streak} steps in a row had a NaN/inf loss or gradient (last: step {step}); stopping, last checkpoint kept at {ckpt_path}",
-            code=1,
-        )
     # --- logging
     dt = time.time() - t_step
     r0 = first["r"]  # the first (unfiltered) draw: the honest on-policy reward
@@ -341,6 +338,9 @@ for step in pbar:
         pbar.set_postfix(short)
         if args.no_progress and (step % args.eval_every == 0 or step == args.steps):
             print(f"step {step}: " + " ".join(f"{k} {v}" for k, v in short.items()), flush=True)
+    if bad_streak >= args.max_bad_steps:  # after logging, so the CSV shows every skipped step
+        msg = f"{bad_streak} steps in a row had a NaN/inf loss or gradient (last: step {step}); stopping"
+        fail(f"{msg}, last good checkpoint kept at {ckpt_path}", code=1)
     # --- checkpoint: only after a good step, from a finite state
     if master and not bad and (step % args.ckpt_every == 0 or step == args.steps):
         if not all(is_finite(p) for p in policy.parameters()):
