@@ -37,7 +37,17 @@ from tqdm import tqdm
 from grpo import completion_mask, entropy_from_logits, group_advantages, grpo_loss
 from model import completion_logprobs
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from utils.common import at_least, compute_cleanup, compute_init, fail, is_finite, pick_device, positive, print0
+from utils.common import (
+    at_least,
+    compute_cleanup,
+    compute_init,
+    fail,
+    is_finite,
+    memory_stats,
+    pick_device,
+    positive,
+    print0,
+)
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
 from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
 from utils.tasks import TASKS, setup_rewards, total_reward
@@ -371,6 +381,8 @@ if master:
         "grpo_time_s": round(time.time() - t_start, 1),
         "device": device,
         "world_size": world,
+        "samples_seen": (args.steps - start_step) * args.batch_size * G,  # this invocation's sampled completions
+        "memory": memory_stats(device, [policy], [ref], [optimizer]),
     }
     with open(os.path.join(args.out_dir, "grpo_summary.json"), "w") as f:
         json.dump(summary, f, indent=1)

@@ -83,3 +83,27 @@ def at_least(n):
         return v
 
     return parse
+
+
+def memory_stats(device, trainable, frozen=(), optimizers=()):
+    """What a method holds, in MiB: parameters (trainable and frozen), gradients, optimizer state, and
+    the peak measured (CUDA: torch.cuda.max_memory_allocated; CPU: the process's peak RSS)."""
+    mib = 2**20
+    nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)
+    params = [p for m in trainable for p in m.parameters()]
+    stats = {
+        "params_mib": nbytes(params) / mib,
+        "frozen_params_mib": nbytes(p for m in frozen for p in m.parameters()) / mib,
+        "grads_mib": nbytes(p.grad for p in params if p.grad is not None) / mib,
+        "optimizer_mib": nbytes(
+            v for o in optimizers for s in o.state.values() for v in s.values() if torch.is_tensor(v)
+        )
+        / mib,
+    }
+    if device.startswith("cuda"):
+        stats["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / mib
+    else:
+        import resource
+
+        stats["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return {k: round(v, 2) for k, v in stats.items()}
