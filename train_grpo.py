@@ -209,13 +209,11 @@ pbar = tqdm(
     range(start_step + 1, args.steps + 1), disable=not master or args.no_progress, desc="grpo", dynamic_ncols=True
 )
 t_start = time.time() - elapsed
-last = {}
 for step in pbar:
     t_step = time.time()
     # --- rollout: every rank draws the global batch's random numbers and takes its slice
     g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-    draws, first = [], None
-    kept = 0
+    draws = []  # (draw, indices of its groups we train on)
     for _attempt in range(1 + (args.max_resample if args.dynamic_sampling else 0)):
         prompts_all = task.sample_prompts(g, args.batch_size)
         u_all = torch.rand(args.batch_size * G, T, generator=g)
@@ -225,31 +223,16 @@ for step in pbar:
         rewards, parts = total_reward(reward_funcs, [p for p in prompts for _ in range(G)], texts)
         r = torch.tensor(rewards)
         draw = dict(prompts=prompts, seq=seq, texts=texts, mask=mask, r=r, parts=parts)
-        if first is None:
-            first = draw
-        if not args.dynamic_sampling:
-            draws = [draw]
-            kept = B
+        keep = list(range(B))
+        if args.dynamic_sampling:  # DAPO: a group whose rewards are all equal has advantage 0, drop it
+            keep = (r.view(B, G).std(dim=1) > 0).nonzero().flatten().tolist()
+        draws.append((draw, keep))
+        if sum(len(k) for _, k in draws) >= B:
             break
-        informative = r.view(B, G).std(dim=1) > 0  # (B,) groups whose advantage is not all zero
-        draws.append({k: v for k, v in draw.items()} | {"keep": informative})
-        kept += int(informative.sum())
-        if kept >= B:
-            break
-    if args.dynamic_sampling:  # keep the informative groups, at most B; none at all: train on the first draw
-        rows, left = [], B
-        for d in draws:
-            for b in d["keep"].nonzero().flatten().tolist()[:left]:
-                rows.append((d, b))
-            left = B - len(rows)
-        if not rows:
-            rows = [(first, b) for b in range(B)]
-        kept = len(rows)
-        seq = torch.cat([d["seq"][b * G : (b + 1) * G] for d, b in rows])
-        mask = torch.cat([d["mask"][b * G : (b + 1) * G] for d, b in rows])
-        r = torch.cat([d["r"][b * G : (b + 1) * G] for d, b in rows])
-    else:
-        seq, mask, r = first["seq"], first["mask"], first["r"]
+    first = draws[0][0]  # the first, unfiltered draw: its rewards are the honest on-policy figures
+    rows = [(d, b) for d, keep in draws for b in keep][:B] or [(first, b) for b in range(B)]
+    kept = len(rows)
+    seq, mask, r = (torch.cat([d[k][b * G : (b + 1) * G] for d, b in rows]) for k in ("seq", "mask", "r"))
     # --- advantages, on the global batch of rewards so that "batch" scale sees every rank's rewards
     if ddp:
         gathered = [None] * world
@@ -312,7 +295,7 @@ for step in pbar:
     bad_streak = bad_streak + 1 if bad else 0
     # --- logging
     dt = time.time() - t_step
-    r0 = first["r"]  # the first (unfiltered) draw: the honest on-policy reward
+    r0 = first["r"]
     n_tok = float(mask.sum())
     row = {
         "step": step,
@@ -341,7 +324,6 @@ for step in pbar:
         write_samples(samples_path, step, [p for p in first["prompts"] for _ in range(G)], comps, r0.tolist())
     if master:
         logger.log(row)
-        last = row
         short = {k: f"{row[k]:.3f}" for k in ("mean_r", "kl", "entropy") if isinstance(row[k], float)}
         if "eval_acc" in row:
             short["acc"] = f"{row['eval_acc']:.3f}"

@@ -26,7 +26,21 @@ def test_arithmetic_smoke(sft_dir):
     assert p.returncode == 0, p.stderr
     r = rows(log)
     assert [x["step"] for x in r] == ["1", "2", "3"]
-    for col in ["mean_r", "std_r", "frac_zero_std", "kl", "entropy", "clip_frac", "loss", "grad_norm", "len_mean", "time_s", "tokens_per_s", "r_exact", "r_format"]:
+    for col in [
+        "mean_r",
+        "std_r",
+        "frac_zero_std",
+        "kl",
+        "entropy",
+        "clip_frac",
+        "loss",
+        "grad_norm",
+        "len_mean",
+        "time_s",
+        "tokens_per_s",
+        "r_exact",
+        "r_format",
+    ]:
         assert r[-1][col] != "", col
     assert r[1]["eval_acc"] != "" and r[0]["eval_acc"] == ""
     summary = json.load(open(sft_dir / "grpo_summary.json"))
@@ -73,7 +87,18 @@ def test_plot_smoke(sft_dir):
     for seed in (1, 2):
         shutil.copy(log, sft_dir / f"run_seed{seed}.csv")
     out = sft_dir / "p.png"
-    p = run("plot.py", "--metric", "mean_r", log, sft_dir / "run_seed1.csv", sft_dir / "run_seed2.csv", "-o", out, "--smooth", 2)
+    p = run(
+        "plot.py",
+        "--metric",
+        "mean_r",
+        log,
+        sft_dir / "run_seed1.csv",
+        sft_dir / "run_seed2.csv",
+        "-o",
+        out,
+        "--smooth",
+        2,
+    )
     assert p.returncode == 0, p.stderr
     assert out.stat().st_size > 1000
     p = run("plot.py", "--metric", "mean_r", "--x", "kl", log, "-o", sft_dir / "k.png")
@@ -95,7 +120,14 @@ def test_ddp_matches_single_process(sft_dir, tmp_path):
     assert p.returncode == 0, p.stderr
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train_grpo.py"]
-    p = subprocess.run(cmd + ["--out-dir", str(ddp_dir), "--metrics-csv", str(ddp_dir / "g.csv"), *map(str, flags)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    p = subprocess.run(
+        cmd + ["--out-dir", str(ddp_dir), "--metrics-csv", str(ddp_dir / "g.csv"), *map(str, flags)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     one = load_checkpoint(sft_dir / "grpo_ckpt.pt")["policy"]
     two = load_checkpoint(ddp_dir / "grpo_ckpt.pt")["policy"]
