@@ -1,0 +1,146 @@
+"""gpu_example.py and bench.py: subprocess smoke runs with tiny settings, and the measuring helpers.
+
+Behaviour only, never speed: the CPU fallback, real training (the KL to the frozen reference is exactly 0
+before the first update and positive after it), the tables' rows, the KV cache sampling the same tokens
+as full recompute, and the memory accounting against hand-computed byte counts. The GPU tests skip
+cleanly on a machine without CUDA.
+"""
+
+import re
+import time
+
+import pytest
+import torch
+from conftest import run
+
+import bench
+from model import GPT, GPTConfig
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback of a machine without CUDA")
+
+TINY_GPU_EXAMPLE = ["--model-size", "tiny", "--sft-steps", 50, "--steps", 3, "--warmup", 1, "--lr", 1e-3]
+
+
+def step_lines(stdout):
+    return [line for line in stdout.splitlines() if line.startswith("step ")]
+
+
+def kl_of(line):
+    return float(re.search(r"kl (\S+)", line).group(1))
+
+
+@no_cuda
+def test_gpu_example_falls_back_to_cpu_and_trains():
+    p = run("gpu_example.py", "--device", "cuda", *TINY_GPU_EXAMPLE, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert out.splitlines()[0] == "gpu_example.py: no CUDA device visible to torch, falling back to --device cpu"
+    steps = step_lines(out)
+    assert [s.split()[1] for s in steps] == ["1/3", "2/3", "3/3"]
+    assert "(warm-up, not counted)" in steps[0] and "not counted" not in steps[1]
+    # pi_theta == pi_ref before the first update (k3 is exactly 0), the updates then move the policy
+    assert kl_of(steps[0]) == 0.0 and kl_of(steps[2]) > 0.0
+    assert "--- 2 timed steps after 1 warm-up" in out
+    assert re.search(r"throughput: [\d,]+ sampled completion tokens/s", out)
+    assert "MFU" not in out  # no MFU on a CPU
+    assert "peak RSS of the process" in out
+    assert "held-out arithmetic: before GRPO {'eval_acc'" in out
+
+
+def test_gpu_example_rejects_too_few_steps():
+    p = run("gpu_example.py", "--device", "cpu", "--steps", 2, "--warmup", 2, timeout=60)
+    assert p.returncode == 2 and "must be more than --warmup" in p.stderr
+
+
+@cuda
+def test_gpu_example_on_cuda():
+    p = run("gpu_example.py", "--device", "cuda", *TINY_GPU_EXAMPLE, "--batch-size", 16, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "falling back" not in p.stdout
+    assert "GiB allocated (torch.cuda.max_memory_allocated)" in p.stdout
+    if bench.peak_flops("cuda"):
+        assert re.search(r"MFU \(.*\): step [\d.]+%, update [\d.]+%", p.stdout)
+
+
+def table(stdout, header_start):
+    """Rows (lists of cells) of the markdown table whose header starts with header_start."""
+    lines = stdout.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[i + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def test_bench_quick(tmp_path):
+    out_md = tmp_path / "bench.md"
+    p = run("bench.py", "--quick", "--device", "cpu", "--out", out_md, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert out.startswith("Device: ") and "Command: `python bench.py --quick --device cpu" in out
+    gen = table(out, "| new tokens |")
+    assert [r[0] for r in gen] == ["4", "8"]
+    for r in gen:
+        assert float(r[1].replace(",", "")) > 0 and float(r[2].replace(",", "")) > 0 and r[3].endswith("x")
+        assert r[4] == "yes"  # fp32 on a CPU: the KV cache samples exactly what full recompute samples
+    grpo = table(out, "| model | B x G x T |")
+    assert [r[:2] for r in grpo] == [["1 x 32 (2 heads)", "2 x 2 x 4"], ["2 x 32 (2 heads)", "2 x 2 x 8"]]
+    for r in grpo:
+        rollout, reward, ref, update, step = map(float, r[3:8])
+        assert step == pytest.approx(rollout + reward + ref + update, abs=2e-3)  # the phases cover the step
+    mem = table(out, "| method | models held |")
+    assert [r[0] for r in mem] == ["GRPO", "PPO", "GRPO / PPO"]
+    grpo_state, ppo_state = float(mem[0][2]), float(mem[1][2])
+    assert grpo_state < ppo_state  # PPO also holds a value model with its gradients and Adam state
+    assert 0 < float(mem[0][3]) < float(mem[1][3])
+    assert "MFU" not in out
+    assert out_md.read_text().strip() in out
+
+
+@cuda
+def test_bench_quick_on_cuda():
+    p = run("bench.py", "--quick", "--device", "cuda", timeout=300)
+    assert p.returncode == 0, p.stderr
+    if bench.peak_flops("cuda"):
+        assert "MFU step / update" in p.stdout
+
+
+def test_peak_memory_sees_a_freed_tensor():
+    """Two 4 MiB tensors alive at once, one freed before the end: the peak is 8 MiB, not 4."""
+
+    def f():
+        a = torch.ones(2**20)
+        b = torch.ones(2**20)
+        del b
+        return a
+
+    a, peak = bench.peak_memory(f, "cpu")
+    assert a.numel() == 2**20
+    assert peak == 8 * 2**20
+
+
+def test_state_bytes_counts_params_grads_and_adam():
+    """policy (params, grads, Adam's exp_avg and exp_avg_sq, a step scalar per tensor) + a frozen copy."""
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=16))
+    ref = GPT(model.config).requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.zeros(2, 8, dtype=torch.long))[0].sum().backward()
+    opt.step()
+    n, k = model.num_params(), len(list(model.parameters()))  # tied weights counted once
+    assert bench.state_bytes([model, ref], [opt]) == 4 * (n + n + 2 * n + k) + 4 * ref.num_params()
+
+
+def test_phase_timer_on_cpu():
+    timer = bench.PhaseTimer("cpu")
+    with timer("a"):
+        time.sleep(0.01)
+    with timer("b"):
+        pass
+    with timer("a"):
+        pass
+    t = timer.read()
+    assert list(t) == ["a", "b"] and t["a"] >= 0.01 and t["b"] < t["a"]
+    assert timer.read() == {}  # read() starts the next step afresh
