@@ -25,8 +25,11 @@ from utils.metrics import read_csv  # noqa: E402
 
 LABELS = {
     "mean_r": "mean reward",
+    "kl": "KL(policy || reference)",
     "gold_r": "gold score (the rule)",
-    "kl": "KL(policy || reference), k3 per token",
+    "eval_ref_acc": "held-out accuracy of the reference",
+    "entropy_norm": "entropy / log(classes)",
+    "acc_sampled": "accuracy of the sampled predictions",
     "entropy": "entropy (nats / token)",
     "loss": "loss",
     "eval_acc": "held-out accuracy",
