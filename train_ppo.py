@@ -1,0 +1,390 @@
+"""
+PPO training driver, the baseline for GRPO: SFT -> RLHF-PPO on a small character-level GPT, CPU or CUDA.
+
+    python train_ppo.py                                    # arithmetic, the same budget as train_grpo.py
+    python train_ppo.py --task shakespeare
+    python train_ppo.py --gamma 1 --gae-lambda 1           # the original's "simplified PPO": MC return - V
+    python train_ppo.py --resume                           # continue from <out-dir>/ppo_ckpt.pt
+
+It starts from the same SFT policy as train_grpo.py (<out-dir>/policy.pth, trained first if missing,
+also the frozen reference pi_ref), optimises the same reward functions (utils.tasks.setup_rewards), and
+each step sees the same B prompts with G sampled completions each as GRPO's step does: the prompts and
+the sampling's random numbers come from the same generator seeded by (--seed, step), so step 1 of both
+methods samples the very same completions. PPO does not use the groups: each completion is its own
+episode and a value model supplies the baseline. The loss is in ppo.py. Each step:
+  rollout  B*G completions; log-probs under pi_old and pi_ref; V(s_t) from the value model
+  reward   per token -kl_coef * (logp - ref_logp), plus the task score on the last real token
+  GAE      advantages and value targets (--gamma, --gae-lambda), advantages whitened over the batch
+  update   --update-epochs passes over the rollout in --num-minibatches shuffled minibatches, each an
+           Adam step of the policy (clipped surrogate) and of the value model (clipped value loss),
+           each gradient clipped to --grad-clip on its own
+
+The value model is a separate GPT of the policy's shape with a scalar head, initialised from the SFT
+policy's weights (its head from zero, so V = 0 at the start). Why a separate network and not a head
+on the policy: it is what InstructGPT and "The N Implementation Details of RLHF with PPO" do (there the
+critic starts from the reward model; arithmetic has no reward model, and the SFT policy is the nearest
+trained network), the value loss cannot pull the policy's features around, and it is the memory bill
+the GRPO-vs-PPO comparison is about: policy + value + reference (+ reward model) against GRPO's
+policy + reference. With two networks and two Adam optimizers, --vf-coef only scales the value
+gradient, which Adam undoes (up to its eps, and to where --grad-clip starts acting); it matters for a
+shared trunk, and it weights the value loss inside the logged `loss`.
+
+How this departs from InstructGPT's PPO (and cleanrl's):
+  1. Outcome rewards only (one score per completion, the last token); no reward model on arithmetic.
+  2. A fixed kl_coef, no adaptive KL controller; no reward scaling or whitening (scores are in [0, 1.1]).
+  3. No pretraining-loss mix (PPO-ptx) and no entropy bonus.
+  4. pi_ref stays the SFT policy; one process only (no DDP: use train_grpo.py for data parallelism).
+Every random draw of step s (prompts, sampling, minibatch order) comes from a generator seeded by
+(--seed, s), so a resumed run continues exactly as an uninterrupted one (bitwise on CPU).
+
+CSV columns: those of utils/metrics.py where they mean the same thing (kl is the k3 mean of the rollout
+policy against pi_ref, as GRPO logs it; loss, grad_norm (the policy's), clip_frac are means over the
+step's minibatch updates), plus
+  value_loss     clipped value loss (ppo.py), mean over the step's updates
+  explained_var  1 - Var[R - V_old] / Var[R] over the rollout's real tokens: how much of the value
+                 targets the value model predicted before it trained on them (cleanrl)
+  approx_kl      k3 estimate of KL(pi_old || pi_theta) on each minibatch, mean over the updates
+  pg_loss        the clipped surrogate alone, mean over the updates
+"""
+
+import argparse
+import json
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from grpo import completion_mask, entropy_from_logits
+from model import completion_logprobs
+from ppo import explained_variance, gae, masked_mean, masked_whiten, per_token_rewards, ppo_loss
+from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from utils.common import at_least, fail, is_finite, memory_stats, pick_device, positive
+from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
+from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
+from utils.tasks import TASKS, setup_rewards, total_reward
+
+# -----------------------------------------------------------------------------
+# config
+
+parser = argparse.ArgumentParser(
+    description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+)
+parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic", help="which task to train on")
+parser.add_argument("--data", default=None, help="shakespeare: the text file (default data/tinyshakespeare.txt)")
+parser.add_argument("--steps", type=at_least(1), default=800, help="PPO steps (rollouts); keep equal to GRPO's")
+parser.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), as in train_grpo.py")
+parser.add_argument(
+    "--group-size", type=at_least(1), default=8, help="completions sampled per prompt (G): B*G samples per step"
+)
+parser.add_argument(
+    "--update-epochs",
+    "--num-iterations",
+    dest="update_epochs",
+    type=at_least(1),
+    default=2,
+    help="passes over each rollout (cleanrl's update_epochs; GRPO's --num-iterations, mu)",
+)
+parser.add_argument(
+    "--num-minibatches", type=at_least(1), default=2, help="minibatches per pass; must divide B*G completions"
+)
+parser.add_argument("--lr", type=positive(), default=1e-4, help="policy learning rate (Adam)")
+parser.add_argument("--value-lr", type=positive(), default=3e-4, help="value model learning rate (Adam)")
+parser.add_argument("--kl-coef", type=float, default=0.05, help="per-token KL penalty in the reward (k1, InstructGPT)")
+parser.add_argument("--gamma", type=float, default=1.0, help="discount factor (1: undiscounted, as in RLHF)")
+parser.add_argument(
+    "--gae-lambda", type=float, default=0.95, help="GAE lambda; --gamma 1 --gae-lambda 1 is the MC return"
+)
+parser.add_argument("--clip-eps", type=positive(), default=0.2, help="PPO clip range of the policy ratio")
+parser.add_argument("--clip-value", type=positive(), default=0.2, help="value clip: V may move this far per rollout")
+parser.add_argument("--vf-coef", type=positive(), default=0.1, help="weight of the value loss in the total loss")
+parser.add_argument("--no-whiten", action="store_true", help="do not whiten the advantages over the batch")
+parser.add_argument("--temperature", type=positive(), default=1.0, help="sampling temperature (log-probs use the same)")
+parser.add_argument("--top-k", type=at_least(1), default=None, help="sample from the k most likely tokens only")
+parser.add_argument(
+    "--max-new-tokens", type=at_least(1), default=None, help="completion length cap (default: the task's)"
+)
+parser.add_argument("--grad-clip", type=positive(), default=1.0, help="clip each model's gradient 2-norm to this")
+parser.add_argument(
+    "--eval-every", type=at_least(1), default=25, help="held-out evaluation (and samples) every k steps"
+)
+parser.add_argument("--ckpt-every", type=at_least(1), default=50, help="write <out-dir>/ppo_ckpt.pt every k steps")
+parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/ppo_ckpt.pt, appending to --log")
+parser.add_argument("--max-bad-steps", type=at_least(1), default=3, help="stop after this many NaN/inf steps in a row")
+parser.add_argument("--seed", type=int, default=1337, help="random seed (same seed, same CPU: same numbers)")
+parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run")
+parser.add_argument("--compile", action="store_true", help="torch.compile the policy's training forward")
+parser.add_argument("--out-dir", default="out", help="checkpoints: policy.pth (SFT, = pi_ref) and ppo_ckpt.pt")
+parser.add_argument(
+    "--log", "--metrics-csv", dest="log", default="logs/ppo.csv", help="metrics CSV, a _samples.txt file goes beside it"
+)
+parser.add_argument("--no-progress", action="store_true", help="print a line per eval instead of a progress bar")
+parser.add_argument(
+    "--debug-nan-steps", type=int, nargs="*", default=[], help="fault injection for tests: NaN loss at these steps"
+)
+add_model_args(parser)
+args = parser.parse_args()
+if args.n_embd % args.n_head:
+    parser.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
+B, G = args.batch_size, args.group_size  # prompts per step, completions per prompt
+N = B * G  # completions per step
+if N % args.num_minibatches:
+    fail(f"--num-minibatches {args.num_minibatches} does not divide the {N} completions of a step (B*G)")
+if not (0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
+    fail(f"--gamma {args.gamma} and --gae-lambda {args.gae_lambda} must lie in [0, 1]")
+if args.kl_coef < 0:
+    fail(f"--kl-coef must be >= 0, got {args.kl_coef}")
+if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+    fail("train_ppo.py runs in one process; launch it with python, not torchrun")
+
+ckpt_path = os.path.join(args.out_dir, "ppo_ckpt.pt")
+if args.resume and not os.path.exists(ckpt_path):
+    fail(f"--resume: no checkpoint at {ckpt_path}")
+device = pick_device(args.device)
+device_type = "cuda" if device.startswith("cuda") else "cpu"
+ctx = nullcontext() if device_type == "cpu" else torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+if device_type == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = True
+torch.manual_seed(args.seed)
+
+# -----------------------------------------------------------------------------
+# data and models
+
+try:
+    task = TASKS[args.task](**({"data_path": args.data} if args.data else {}))
+except FileNotFoundError as e:
+    fail(str(e))
+T = args.max_new_tokens or task.max_new_tokens
+P = task.prompt_len
+if P + T > task.block_size:
+    fail(f"--max-new-tokens {T} + prompt {P} exceeds the model's block_size {task.block_size}")
+try:
+    policy, tok, sft_info = load_or_train_sft(task, args, device)
+    ref, _, _ = load_or_train_sft(task, args, device)  # pi_ref: the SFT policy, frozen
+except CheckpointError as e:
+    fail(str(e))
+ref.eval().requires_grad_(False)
+eos_id = tok.eos_id if task.uses_eos else None
+
+
+class ValueModel(nn.Module):
+    """V(s_t) for every completion position: a GPT body and a scalar head on its final hidden state."""
+
+    def __init__(self, gpt):
+        super().__init__()
+        self.gpt = gpt  # its lm_head is tied to the embedding and unused here
+        self.v_head = nn.Linear(gpt.config.n_embd, 1)
+        nn.init.zeros_(self.v_head.weight)  # V = 0 everywhere at the start
+        nn.init.zeros_(self.v_head.bias)
+
+    def forward(self, seq, n_prompt):
+        """seq: (N, P + T) -> (N, T): the value of the state before each completion token."""
+        h, _ = self.gpt.body(seq[:, :-1])  # (N, P+T-1, C), position t sees the prompt and o_<t
+        return self.v_head(h[:, n_prompt - 1 :].float()).squeeze(-1)  # (N, T)
+
+
+value_model = ValueModel(load_or_train_sft(task, args, device)[0]).to(device)  # body from the SFT policy
+
+optimizer = torch.optim.Adam(policy.parameters(), lr=args.lr)
+value_optimizer = torch.optim.Adam(value_model.parameters(), lr=args.value_lr)
+start_step, elapsed, bad_streak = 0, 0.0, 0
+if args.resume:
+    try:
+        ck = load_checkpoint(ckpt_path, map_location=device)
+        check_model_config(ck["model_config"], model_config(task, tok, args), ckpt_path)
+    except CheckpointError as e:
+        fail(f"--resume: {e}")
+    if ck["task"] != task.name:
+        fail(f"--resume: {ckpt_path} is a {ck['task']} run, not {task.name}")
+    policy.load_state_dict(ck["policy"])
+    value_model.load_state_dict(ck["value_model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    value_optimizer.load_state_dict(ck["value_optimizer"])
+    start_step, elapsed = ck["step"], ck["elapsed"]
+    set_rng_state(ck["rng"])
+    print(f"resumed from {ckpt_path} at step {start_step}")
+
+sft_eval = task.evaluate(ref, tok, device)  # pi_ref is the SFT policy, also after --resume
+print(f"SFT policy ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")
+train_model = torch.compile(policy) if args.compile else policy
+
+reward_funcs, gold_fn = setup_rewards(task, args, device, log=print)
+reward_names = [name for name, _, _ in reward_funcs]
+ppo_columns = ["value_loss", "explained_var", "approx_kl", "pg_loss"]
+columns = BASE_COLUMNS + [f"r_{n}" for n in reward_names] + ppo_columns + (["gold_r"] if gold_fn else [])
+logger = CSVLogger(args.log, columns, resume_step=start_step if args.resume else None)
+samples_path = os.path.splitext(args.log)[0] + "_samples.txt"
+if not args.resume and os.path.exists(samples_path):
+    os.remove(samples_path)
+
+
+def rollout(prompts, u):
+    """Sample G completions for each prompt. Returns (seq (B*G, P+T), completions text, mask (B*G, T))."""
+    idx = torch.tensor([tok.encode(p) for p in prompts for _ in range(G)], device=device)  # (B*G, P)
+    with ctx:
+        out, _ = policy.generate(idx, T, temperature=args.temperature, top_k=args.top_k, eos_id=eos_id, uniforms=u)
+    if eos_id is not None:
+        mask = completion_mask(out, eos_id)  # (B*G, T) real tokens up to and including the end token
+        texts = [tok.decode_completion(r) for r in out.tolist()]
+    else:
+        mask = torch.ones_like(out, dtype=torch.float)
+        texts = [tok.decode(r) for r in out.tolist()]
+    return torch.cat([idx, out], dim=1), texts, mask
+
+
+# -----------------------------------------------------------------------------
+# training loop
+
+pbar = tqdm(range(start_step + 1, args.steps + 1), disable=args.no_progress, desc="ppo", dynamic_ncols=True)
+t_start = time.time() - elapsed
+for step in pbar:
+    t_step = time.time()
+    # --- rollout: the same generator, prompts and random numbers as train_grpo.py's step
+    g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+    prompts = task.sample_prompts(g, B)
+    u = torch.rand(N, T, generator=g)
+    seq, texts, mask = rollout(prompts, u)
+    scores, parts = total_reward(reward_funcs, [p for p in prompts for _ in range(G)], texts)
+    scores = torch.tensor(scores, device=device)  # (N,)
+    # --- pi_old, pi_ref and V_old on the rollout (no grad). pi_old is recomputed with the training
+    # forward rather than taken from generate(), so that ratio == 1 exactly before the first update
+    with torch.no_grad(), ctx:
+        old_logp, logits = completion_logprobs(policy, seq, P, args.temperature)  # (N, T), (N, T, V)
+        ref_logp, _ = completion_logprobs(ref, seq, P, args.temperature)  # (N, T)
+        old_values = value_model(seq, P).float()  # (N, T)
+    old_logp, ref_logp = old_logp.float(), ref_logp.float()
+    entropy = entropy_from_logits(logits, mask).item()
+    d = ref_logp - old_logp
+    kl_k3 = masked_mean(torch.exp(d) - d - 1, mask).item()  # the rollout policy's KL to pi_ref, as GRPO logs it
+    # --- per-token rewards, GAE, whitening
+    rewards, _ = per_token_rewards(scores, old_logp, ref_logp, mask, kl_coef=args.kl_coef)  # (N, T)
+    advantages, returns = gae(rewards, old_values, mask, gamma=args.gamma, lam=args.gae_lambda)  # (N, T)
+    if not args.no_whiten:
+        advantages = masked_whiten(advantages, mask)
+    explained_var = explained_variance(old_values, returns, mask).item()
+    # --- update-epochs passes of num-minibatches minibatches over the rollout
+    mb_size = N // args.num_minibatches
+    losses, norms, bad = [], [], False
+    sums = {k: 0.0 for k in ("clip_frac", "value_loss", "approx_kl", "pg_loss")}
+    for _epoch in range(args.update_epochs):
+        perm = torch.randperm(N, generator=g).to(device)  # drawn from the step's generator: resumable
+        for start in range(0, N, mb_size):
+            mb = perm[start : start + mb_size]
+            with ctx:
+                logp, _ = completion_logprobs(train_model, seq[mb], P, args.temperature)  # (mb, T)
+                values = value_model(seq[mb], P)  # (mb, T)
+            loss, stats = ppo_loss(
+                logp,
+                old_logp[mb],
+                values.float(),
+                old_values[mb],
+                advantages[mb],
+                returns[mb],
+                mask[mb],
+                clip_eps=args.clip_eps,
+                clip_value=args.clip_value,
+                vf_coef=args.vf_coef,
+            )
+            if step in args.debug_nan_steps:
+                loss = loss * float("nan")  # fault injection (tests only)
+            optimizer.zero_grad(set_to_none=True)
+            value_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # each network clipped on its own, so a large value gradient cannot shrink the policy's step
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
+            value_grad_norm = torch.nn.utils.clip_grad_norm_(value_model.parameters(), args.grad_clip)
+            if not (is_finite(loss.detach()) and is_finite(grad_norm) and is_finite(value_grad_norm)):
+                optimizer.zero_grad(set_to_none=True)  # skip: parameters and Adam states stay as they were
+                value_optimizer.zero_grad(set_to_none=True)
+                bad = True
+                break
+            optimizer.step()
+            value_optimizer.step()
+            losses.append(loss.item())
+            norms.append(grad_norm.item())
+            for k in sums:
+                sums[k] += stats[k].item()
+        if bad:
+            break
+    bad_streak = bad_streak + 1 if bad else 0
+    # --- logging
+    dt = time.time() - t_step
+    n_tok = float(mask.sum())
+    n_up = len(losses)
+    row = {
+        "step": step,
+        "mean_r": scores.mean().item(),
+        "std_r": scores.std().item(),
+        "frac_zero_std": (scores.view(B, G).std(dim=1) == 0).float().mean().item() if G > 1 else "",
+        "kl": kl_k3,
+        "entropy": entropy,
+        "len_mean": n_tok / N,
+        "time_s": time.time() - t_start,
+        "tokens_per_s": n_tok / dt,
+        "skipped": int(bad),
+        "explained_var": explained_var,
+    }
+    if n_up:  # no fake numbers for a step whose updates were all skipped
+        row.update({"loss": sum(losses) / n_up, "grad_norm": sum(norms) / n_up})
+        row.update({k: v / n_up for k, v in sums.items()})
+    for name in reward_names:
+        row[f"r_{name}"] = sum(parts[name]) / len(parts[name])
+    prompts_n = [p for p in prompts for _ in range(G)]
+    if gold_fn is not None:
+        gold = gold_fn(prompts_n, texts)
+        row["gold_r"] = sum(gold) / len(gold)
+    if step % args.eval_every == 0 or step == args.steps:
+        row.update(task.evaluate(policy, tok, device))
+        write_samples(samples_path, step, prompts_n, texts, scores.tolist())
+    logger.log(row)
+    short = {k: f"{row[k]:.3f}" for k in ("mean_r", "kl", "entropy", "explained_var") if isinstance(row[k], float)}
+    if "eval_acc" in row:
+        short["acc"] = f"{row['eval_acc']:.3f}"
+    pbar.set_postfix(short)
+    if args.no_progress and (step % args.eval_every == 0 or step == args.steps):
+        print(f"step {step}: " + " ".join(f"{k} {v}" for k, v in short.items()), flush=True)
+    if bad_streak >= args.max_bad_steps:  # after logging, so the CSV shows every skipped step
+        msg = f"{bad_streak} steps in a row had a NaN/inf loss or gradient (last: step {step}); stopping"
+        fail(f"{msg}, last good checkpoint kept at {ckpt_path}", code=1)
+    # --- checkpoint: only after a good step, from a finite state
+    if not bad and (step % args.ckpt_every == 0 or step == args.steps):
+        if not all(is_finite(p) for m in (policy, value_model) for p in m.parameters()):
+            fail(f"non-finite parameters at step {step}; not writing a checkpoint", code=1)
+        ck = {
+            "policy": policy.state_dict(),
+            "value_model": value_model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "value_optimizer": value_optimizer.state_dict(),
+            "step": step,
+            "elapsed": time.time() - t_start,
+            "rng": rng_state(),
+            "config": {k: v for k, v in vars(args).items()},
+            "model_config": asdict(policy.config),
+            "task": task.name,
+        }
+        save_checkpoint(ck, ckpt_path)
+
+# -----------------------------------------------------------------------------
+# summary
+
+final_eval = task.evaluate(policy, tok, device)
+memory = memory_stats(device, [policy], [ref], [optimizer])  # what GRPO holds too
+value_memory = memory_stats(device, [value_model], [], [value_optimizer])  # what only PPO holds
+memory.update({f"value_{k}": value_memory[k] for k in ("params_mib", "grads_mib", "optimizer_mib")})
+summary = {
+    "task": task.name,
+    "steps": args.steps,
+    "sft": sft_info,
+    "sft_eval": sft_eval,
+    "final_eval": final_eval,
+    "ppo_time_s": round(time.time() - t_start, 1),
+    "device": device,
+    "samples_seen": (args.steps - start_step) * N,  # this invocation's sampled completions
+    "memory": memory,
+}
+with open(os.path.join(args.out_dir, "ppo_summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+print(f"held-out {task.name}: SFT {sft_eval} -> PPO {final_eval} in {summary['ppo_time_s']}s; log {args.log}")
