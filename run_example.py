@@ -2,23 +2,33 @@
 The main job: the whole nanoGRPO pipeline in one command, each step a real run of a script you can
 also run by hand (every command is printed before it runs).
 
-    python run_example.py                      # about 10 minutes on 2 CPU cores
-    python run_example.py --seeds 3            # the committed logs/ and README figures (longer)
+    python run_example.py                      # about 8 minutes on 2 CPU cores (shortened runs)
+    python run_example.py --full --seeds 3     # the committed logs/ and README figures (about 45 minutes)
+    python run_example.py --tiny               # a smoke run of every step in well under a minute (tests)
 
 Steps:
-  1. arithmetic: SFT (if out/arithmetic/policy.pth is missing) -> GRPO            (train_grpo.py)
-  2. arithmetic: PPO from the same SFT policy, same prompts and samples per step  (train_ppo.py)
-  3. the four comparison plots of the original, GRPO vs PPO, mean and band over --seeds (plot.py)
-  4. shakespeare RLHF: SFT -> preference pairs -> reward model -> GRPO against it
-     (simple_example.py, reward_model.py, train_grpo.py --task shakespeare), at each --betas,
-     and the overoptimisation figure: gold and proxy score against KL to the reference
-  5. logs/results.md: a table per method (final reward, accuracy, KL, wall time, samples, memory)
+  1. arithmetic: SFT (if out/arithmetic/policy.pth is missing) -> GRPO           (train_grpo.py)
+  2. arithmetic: PPO from the same SFT policy, same prompts and samples per step (train_ppo.py)
+  3. the four comparison plots of the original, GRPO vs PPO, mean and band over --seeds (plot.py):
+     logs/reward_comparison.png, kl_comparison.png, entropy_comparison.png, loss_comparison.png,
+     and accuracy_comparison.png (held-out accuracy)
+  4. shakespeare RLHF: SFT -> preference pairs -> reward model (simple_example.py, reward_model.py),
+     then GRPO against the reward model at each --betas (train_grpo.py --task shakespeare), with
+     --full also PPO against it, and the overoptimisation figures: gold and proxy score against KL to
+     the reference (logs/overopt_gold_vs_kl.png, logs/overopt_proxy_vs_kl.png)
+  5. logs/results.md: a table per method (reward, accuracy, KL, wall time, samples, memory)
+
+The default run is the same pipeline made shorter so that it fits in about 10 minutes on a laptop:
+300 RL steps on arithmetic instead of 800, a shakespeare SFT of 600 steps instead of 1500, 60 GRPO
+steps against the reward model at one beta. --full uses every script's own defaults and the betas
+0, 0.04 and 0.1. Checkpoints go to --out-dir; an SFT policy or reward model already there is reused.
 """
 
 import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -41,107 +51,243 @@ def sh(*cmd):
     return time.time() - t0
 
 
-def last(cols, name):
-    """Last non-empty value of a CSV column."""
-    vals = [v for v in cols.get(name, []) if v is not None]
-    return vals[-1] if vals else float("nan")
+def values(cols, name):
+    return [v for v in cols.get(name, []) if v is not None]
+
+
+def head_mean(cols, name, k=10):
+    """Mean of the first k values of a noisy per-step column (the SFT policy's samples, about)."""
+    vals = values(cols, name)[:k]
+    return sum(vals) / len(vals) if vals else float("nan")
 
 
 def tail_mean(cols, name, k=20):
     """Mean of the last k values of a noisy per-step column."""
-    vals = [v for v in cols.get(name, []) if v is not None][-k:]
+    vals = values(cols, name)[-k:]
     return sum(vals) / len(vals) if vals else float("nan")
 
 
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def read_summary(out, method):
+    with open(os.path.join(out, f"{method}_summary.json")) as f:
+        return json.load(f)
+
+
+def state_mib(memory):
+    """Parameters (trainable and the frozen reference) + gradients + optimizer state a method holds (value model included for PPO)."""
+    keys = ("params_mib", "frozen_params_mib", "grads_mib", "optimizer_mib")
+    return sum(v for k, v in memory.items() if k.removeprefix("value_") in keys)
+
+
 def main():
-    parser = argparse.ArgumentParser(description="SFT -> reward model -> GRPO -> PPO, plots and a results table.")
+    parser = argparse.ArgumentParser(
+        description="SFT -> reward model -> GRPO -> PPO, plots and a results table, in one command.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--seeds", type=int, default=1, help="seeds per method for the GRPO-vs-PPO comparison")
-    parser.add_argument("--steps", type=int, default=None, help="RL steps per arithmetic run (default: each driver's)")
-    parser.add_argument("--shakespeare-steps", type=int, default=100, help="GRPO steps against the reward model")
-    parser.add_argument("--betas", type=float, nargs="+", default=[0.04], help="KL strengths for the RLHF runs")
-    parser.add_argument("--out-dir", default="out", help="checkpoints (one folder per task)")
+    parser.add_argument("--full", action="store_true", help="full-length runs (the committed results), not shortened")
+    parser.add_argument("--steps", type=int, default=None, help="RL steps per arithmetic run (default 300, --full 800)")
+    parser.add_argument(
+        "--shakespeare-steps", type=int, default=None, help="RL steps against the reward model (default 60, --full 100)"
+    )
+    parser.add_argument(
+        "--shakespeare-sft-steps",
+        type=int,
+        default=None,
+        help="SFT steps of the shakespeare policy (default 600, --full 1500)",
+    )
+    parser.add_argument(
+        "--betas",
+        type=float,
+        nargs="+",
+        default=None,
+        help="KL strengths of the RLHF runs (default 0.04, --full 0 0.04 0.1)",
+    )
+    parser.add_argument("--data", default=None, help="the shakespeare text file (default data/tinyshakespeare.txt)")
+    parser.add_argument("--out-dir", default="out", help="checkpoints, one folder per task")
     parser.add_argument("--logs", default="logs", help="where the CSVs, plots and results.md go")
     parser.add_argument("--skip-rlhf", action="store_true", help="only the arithmetic GRPO-vs-PPO part")
     parser.add_argument("--skip-ppo", action="store_true", help="no PPO runs (GRPO and RLHF only)")
-    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke version (tests)")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke version of every step (tests)")
     args = parser.parse_args()
-    if args.seeds < 1:
-        parser.error("--seeds must be >= 1")
+    for name in ("seeds", "steps", "shakespeare_steps", "shakespeare_sft_steps"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if args.betas and any(b < 0 for b in args.betas):
+        parser.error(f"--betas must be >= 0, got {args.betas}")
+    steps = args.steps or (3 if args.tiny else 800 if args.full else 300)
+    rlhf_steps = args.shakespeare_steps or (3 if args.tiny else 100 if args.full else 60)
+    rlhf_sft_steps = args.shakespeare_sft_steps or (1500 if args.full else 600)
+    betas = args.betas or ([0.0, 0.04, 0.1] if args.full else [0.04])
     t_start = time.time()
     L = args.logs
     os.makedirs(L, exist_ok=True)
-    tiny = ["--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--sft-steps", 50, "--batch-size", 4, "--group-size", 4] if args.tiny else []
-    steps = ["--steps", args.steps] if args.steps else (["--steps", 3] if args.tiny else [])
-    common = ["--no-progress", "--eval-every", 2 if args.tiny else 25, *tiny, *steps]
+    tiny = ["--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--batch-size", 4, "--group-size", 4] if args.tiny else []
+    every = 2 if args.tiny else 25
+    common = ["--no-progress", "--eval-every", every, *tiny]
 
     # --- 1-2. arithmetic: GRPO and PPO from the same SFT policy
     arith = os.path.join(args.out_dir, "arithmetic")
     methods = ["grpo"] if args.skip_ppo else ["grpo", "ppo"]
     runs = {m: [] for m in methods}
+    sft = ["--sft-steps", 50] if args.tiny else []
     for seed in range(1, args.seeds + 1):
         for m in methods:
             name = m if args.seeds == 1 else f"{m}_seed{seed}"
             log = os.path.join(L, f"{name}.csv")
             out = arith if seed == 1 else os.path.join(arith, f"seed{seed}")
-            if seed > 1:  # the same SFT policy for every seed: only the RL randomness changes
-                os.makedirs(out, exist_ok=True)
-                if not os.path.exists(os.path.join(out, "policy.pth")):
-                    with open(os.path.join(arith, "policy.pth"), "rb") as src, open(os.path.join(out, "policy.pth"), "wb") as dst:
-                        dst.write(src.read())
-            wall = sh(f"train_{m}.py", "--task", "arithmetic", "--seed", seed, "--out-dir", out, "--log", log, *common)
-            with open(os.path.join(out, f"{m}_summary.json")) as f:
-                summary = json.load(f)
-            runs[m].append({"log": log, "wall": wall, "summary": summary})
+            if seed > 1 and not os.path.exists(os.path.join(out, "policy.pth")):
+                os.makedirs(out, exist_ok=True)  # the same SFT policy for every seed: only the RL randomness changes
+                shutil.copy(os.path.join(arith, "policy.pth"), os.path.join(out, "policy.pth"))
+            cmd = [f"train_{m}.py", "--task", "arithmetic", "--seed", seed, "--steps", steps, "--out-dir", out]
+            wall = sh(*cmd, "--log", log, *common, *sft)
+            runs[m].append({"log": log, "wall": wall, "summary": read_summary(out, m)})
 
     # --- 3. the comparison plots
     csvs = [r["log"] for m in methods for r in runs[m]]
     smooth = 1 if args.tiny else 10
-    for metric, fname in [("mean_r", "reward"), ("kl", "kl"), ("entropy", "entropy"), ("loss", "loss"), ("eval_acc", "accuracy")]:
-        plot_curves(csvs, metric, os.path.join(L, f"{fname}_comparison.png"), smooth_n=1 if metric == "eval_acc" else smooth, title=f"arithmetic: {metric}, GRPO vs PPO")
+    for metric, fname in [
+        ("mean_r", "reward"),
+        ("kl", "kl"),
+        ("entropy", "entropy"),
+        ("loss", "loss"),
+        ("eval_acc", "accuracy"),
+    ]:
+        title = f"arithmetic: {metric}, GRPO vs PPO ({args.seeds} seed{'s' if args.seeds > 1 else ''})"
+        plot_curves(
+            csvs,
+            metric,
+            os.path.join(L, f"{fname}_comparison.png"),
+            smooth_n=1 if metric == "eval_acc" else smooth,
+            title=title,
+        )
 
     # --- 4. shakespeare RLHF against a learned reward model, and overoptimisation
-    rlhf = []
+    rlhf, rlhf_ppo = [], None
     if not args.skip_rlhf:
         shake = os.path.join(args.out_dir, "shakespeare")
-        rm_tiny = ["--n-layer", 1, "--n-head", 2, "--n-embd", 32] if args.tiny else []
+        pairs = os.path.join(shake, "prefs.jsonl")
+        model = ["--n-layer", 1, "--n-head", 2, "--n-embd", 32] if args.tiny else []
+        model += ["--data", args.data] if args.data else []
         if args.tiny:
-            sh("simple_example.py", "--out-dir", shake, "--pairs", os.path.join(shake, "prefs.jsonl"), "--sft-steps", 20, "--n-prompts", 16, *rm_tiny)
-            sh("reward_model.py", "--pairs", os.path.join(shake, "prefs.jsonl"), "--out", os.path.join(shake, "rm.pth"), "--steps", 5, *rm_tiny)
-        for beta in args.betas:
-            log = os.path.join(L, f"rlhf_beta{beta:g}.csv")
-            sh("train_grpo.py", "--task", "shakespeare", "--beta", beta, "--out-dir", shake, "--log", log, *common, "--steps", 3 if args.tiny else args.shakespeare_steps)
-            with open(os.path.join(shake, "grpo_summary.json")) as f:
-                rlhf.append({"beta": beta, "log": log, "summary": json.load(f)})
-        logs = [r["log"] for r in rlhf]
-        labels = [f"beta={r['beta']:g}" for r in rlhf]
-        plot_curves(logs, "gold_r", os.path.join(L, "overopt_gold_vs_kl.png"), smooth_n=smooth, x="kl", labels=labels, title="gold score vs KL (what we wanted)")
-        plot_curves(logs, "mean_r", os.path.join(L, "overopt_proxy_vs_kl.png"), smooth_n=smooth, x="kl", labels=labels, title="reward-model score vs KL (what we optimised)")
+            small = [
+                "--n-pairs",
+                40,
+                "--max-prompts",
+                64,
+                "--samples-per-prompt",
+                4,
+                "--sft-steps",
+                30,
+                "--sft-lr",
+                3e-3,
+            ]
+        else:
+            small = ["--sft-steps", rlhf_sft_steps]
+        rm_steps = ["--rm-steps", 5, "--rm-ckpt-every", 5] if args.tiny else []
+        if not os.path.exists(os.path.join(shake, "rm.pth")):
+            sh("simple_example.py", "--out-dir", shake, "--pairs", pairs, *model, *small)
+            sh(
+                "reward_model.py",
+                "--out-dir",
+                shake,
+                "--pairs",
+                pairs,
+                "--log",
+                os.path.join(L, "rm.csv"),
+                *model,
+                *small,
+                *rm_steps,
+            )
+        shake_common = ["--task", "shakespeare", "--out-dir", shake, "--steps", rlhf_steps, *common]
+        shake_common += ["--data", args.data] if args.data else []
+        for beta in betas:
+            log = os.path.join(L, f"rlhf_grpo_beta{beta:g}.csv")
+            wall = sh("train_grpo.py", "--beta", beta, "--log", log, *shake_common)
+            rlhf.append(
+                {"label": f"GRPO beta={beta:g}", "log": log, "wall": wall, "summary": read_summary(shake, "grpo")}
+            )
+        if args.full and not args.skip_ppo:
+            log = os.path.join(L, "rlhf_ppo.csv")
+            wall = sh("train_ppo.py", "--log", log, *shake_common)
+            rlhf_ppo = {"label": "PPO kl_coef=0.05", "log": log, "wall": wall, "summary": read_summary(shake, "ppo")}
+        runs_rlhf = rlhf + ([rlhf_ppo] if rlhf_ppo else [])
+        logs = [r["log"] for r in runs_rlhf]
+        labels = [r["label"] for r in runs_rlhf]
+        plot_curves(
+            logs,
+            "gold_r",
+            os.path.join(L, "overopt_gold_vs_kl.png"),
+            smooth_n=smooth,
+            x="kl",
+            labels=labels,
+            title="shakespeare: gold score (the rule) vs KL to the reference",
+        )
+        plot_curves(
+            logs,
+            "mean_r",
+            os.path.join(L, "overopt_proxy_vs_kl.png"),
+            smooth_n=smooth,
+            x="kl",
+            labels=labels,
+            title="shakespeare: reward-model score (optimised) vs KL to the reference",
+        )
+        plot_curves(
+            logs,
+            "gold_r",
+            os.path.join(L, "overopt_gold_vs_step.png"),
+            smooth_n=smooth,
+            labels=labels,
+            title="shakespeare: gold score (the rule) per step",
+        )
 
     # --- 5. results table
-    lines = [f"Measured by `python run_example.py {' '.join(sys.argv[1:])}`; {args.seeds} seed(s) per method, mean over seeds.", ""]
-    lines += ["| method | held-out acc (SFT -> final) | final reward (last 20 steps) | final KL | wall time (s) | samples seen | params+grads+optimizer (MiB) | peak RSS / CUDA (MiB) |"]
-    lines += ["|---|---|---|---|---|---|---|---|"]
+    device = runs[methods[0]][0]["summary"]["device"]
+    cmd = " ".join(["python run_example.py", *sys.argv[1:]])
+    lines = [f"Measured by `{cmd}` on {device}; {args.seeds} seed(s) per method, mean over seeds.", ""]
+    lines += [
+        "Arithmetic (verifiable rewards), GRPO vs PPO from the same SFT policy, the same prompts and B*G samples per step:",
+        "",
+    ]
+    head = "| method | held-out acc (SFT -> final) | reward, last 20 steps | KL, last 20 steps | wall time (s) | samples seen | params+grads+optimizer (MiB) | peak RSS / CUDA (MiB) |"
+    lines += [head, "|---|---|---|---|---|---|---|---|"]
     for m in methods:
         rs = runs[m]
-        mean = lambda xs: sum(xs) / len(xs)
         cols = [read_csv(r["log"]) for r in rs]
         s0 = rs[0]["summary"]
         mem = s0.get("memory", {})
         held = mean([r["summary"]["final_eval"]["eval_acc"] for r in rs])
-        state = sum(mem.get(k, 0) for k in mem if k in ("params_mib", "grads_mib", "optimizer_mib", "value_params_mib", "value_grads_mib", "value_optimizer_mib"))
-        peak = mem.get("peak_cuda_mib", mem.get("peak_rss_mib", float("nan")))
+        peak = max(
+            r["summary"]["memory"].get("peak_cuda_mib", r["summary"]["memory"].get("peak_rss_mib", 0)) for r in rs
+        )
         lines.append(
             f"| {m.upper()} | {s0['sft_eval']['eval_acc']:.3f} -> {held:.3f} | {mean([tail_mean(c, 'mean_r') for c in cols]):.3f} | "
-            f"{mean([tail_mean(c, 'kl') for c in cols]):.3f} | {mean([r['wall'] for r in rs]):.0f} | {s0['samples_seen']} | {state:.1f} | {peak:.0f} |"
+            f"{mean([tail_mean(c, 'kl') for c in cols]):.3f} | {mean([r['wall'] for r in rs]):.0f} | {s0['samples_seen']} | {state_mib(mem):.2f} | {peak:.0f} |"
         )
-    if rlhf:
-        lines += ["", "Shakespeare RLHF against the learned reward model (proxy) and the lexicon rule (gold), last 20 steps:", ""]
-        lines += ["| beta | proxy (RM) score | gold score | KL | held-out gold (SFT -> final) |", "|---|---|---|---|---|"]
-        for r in rlhf:
-            c = read_csv(r["log"])
-            s = r["summary"]
-            lines.append(f"| {r['beta']:g} | {tail_mean(c, 'mean_r'):.3f} | {tail_mean(c, 'gold_r'):.3f} | {tail_mean(c, 'kl'):.3f} | {s['sft_eval']['eval_r']:.3f} -> {s['final_eval']['eval_r']:.3f} |")
-    lines += ["", f"Total wall time {time.time() - t_start:.0f} s."]
+    if not args.skip_rlhf:
+        lines += [
+            "",
+            "Shakespeare RLHF against the learned reward model: proxy = its score (optimised), gold = the lexicon rule.",
+            "First 10 steps (about the SFT policy's samples) -> last 10 steps; peak gold = best 10-step mean:",
+            "",
+        ]
+        lines += [
+            "| run | proxy (RM) score | gold score | peak gold | KL, last 10 | held-out gold (SFT -> final) | wall time (s) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in runs_rlhf:
+            c, s = read_csv(r["log"]), r["summary"]
+            gold = values(c, "gold_r")
+            peak = max(mean(gold[i : i + 10]) for i in range(max(1, len(gold) - 9)))
+            lines.append(
+                f"| {r['label']} | {head_mean(c, 'mean_r'):.3f} -> {tail_mean(c, 'mean_r', 10):.3f} | {head_mean(c, 'gold_r'):.3f} -> {tail_mean(c, 'gold_r', 10):.3f} | "
+                f"{peak:.3f} | {tail_mean(c, 'kl', 10):.3f} | {s['sft_eval']['eval_r']:.3f} -> {s['final_eval']['eval_r']:.3f} | {r['wall']:.0f} |"
+            )
+    lines += ["", f"Total wall time {time.time() - t_start:.0f} s (including SFT, pairs and reward-model training)."]
     with open(os.path.join(L, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))

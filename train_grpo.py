@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from grpo import completion_mask, entropy_from_logits, group_advantages, grpo_loss
 from model import completion_logprobs
+from reward_model import DivergedError, add_rm_args
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import (
     at_least,
@@ -59,8 +60,16 @@ parser = argparse.ArgumentParser(
     description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter
 )
 parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic", help="which task to train on")
+parser.add_argument(
+    "--reward",
+    choices=["rm", "rule"],
+    default="rm",
+    help="shakespeare: the learned reward model (gold = the lexicon rule, logged as gold_r) or the rule itself",
+)
 parser.add_argument("--data", default=None, help="shakespeare: the text file (default data/tinyshakespeare.txt)")
-parser.add_argument("--steps", type=at_least(1), default=800, help="GRPO optimizer steps")
+parser.add_argument(
+    "--steps", type=at_least(1), default=None, help="GRPO optimizer steps (default: the task's, arithmetic 800, shakespeare 100)"
+)
 parser.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), over all ranks")
 parser.add_argument("--group-size", type=at_least(2), default=8, help="completions per prompt (G)")
 parser.add_argument("--num-iterations", type=at_least(1), default=1, help="updates per rollout (mu)")
@@ -97,7 +106,9 @@ parser.add_argument("--max-bad-steps", type=at_least(1), default=3, help="stop a
 parser.add_argument("--seed", type=int, default=1337, help="random seed (same seed, same CPU: same numbers)")
 parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run")
 parser.add_argument("--compile", action="store_true", help="torch.compile the policy's training forward")
-parser.add_argument("--out-dir", default="out", help="checkpoints: policy.pth (SFT, = pi_ref) and grpo_ckpt.pt")
+parser.add_argument(
+    "--out-dir", default=None, help="checkpoints: policy.pth (SFT, = pi_ref), grpo_ckpt.pt, rm.pth (default out/<task>)"
+)
 parser.add_argument(
     "--log",
     "--metrics-csv",
@@ -110,7 +121,10 @@ parser.add_argument(
     "--debug-nan-steps", type=int, nargs="*", default=[], help="fault injection for tests: NaN loss at these steps"
 )
 add_model_args(parser)
+add_rm_args(parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)"))
 args = parser.parse_args()
+args.out_dir = args.out_dir or os.path.join("out", args.task)
+args.steps = args.steps or TASKS[args.task].rl_steps
 if args.n_embd % args.n_head:
     parser.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
 
@@ -169,7 +183,12 @@ train_model = torch.compile(policy) if args.compile else policy
 if ddp:
     train_model = DDP(train_model, device_ids=[local_rank] if device_type == "cuda" else None)
 
-reward_funcs, gold_fn = setup_rewards(task, args, device, master, log=print0)
+try:
+    reward_funcs, gold_fn = setup_rewards(task, args, device, master, log=print0)
+except (CheckpointError, ValueError) as e:
+    fail(str(e))
+except DivergedError as e:
+    fail(f"reward model: {e}", code=1)
 reward_names = [name for name, _, _ in reward_funcs]
 columns = BASE_COLUMNS + [f"r_{n}" for n in reward_names] + ["kept_groups"] + (["gold_r"] if gold_fn else [])
 if master:

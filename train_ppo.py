@@ -61,6 +61,7 @@ from tqdm import tqdm
 from grpo import completion_mask, entropy_from_logits
 from model import completion_logprobs
 from ppo import explained_variance, gae, masked_mean, masked_whiten, per_token_rewards, ppo_loss
+from reward_model import DivergedError, add_rm_args
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import at_least, fail, is_finite, memory_stats, pick_device, positive
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
@@ -74,8 +75,16 @@ parser = argparse.ArgumentParser(
     description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter
 )
 parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic", help="which task to train on")
+parser.add_argument(
+    "--reward",
+    choices=["rm", "rule"],
+    default="rm",
+    help="shakespeare: the learned reward model (gold = the lexicon rule, logged as gold_r) or the rule itself",
+)
 parser.add_argument("--data", default=None, help="shakespeare: the text file (default data/tinyshakespeare.txt)")
-parser.add_argument("--steps", type=at_least(1), default=800, help="PPO steps (rollouts); keep equal to GRPO's")
+parser.add_argument(
+    "--steps", type=at_least(1), default=None, help="PPO steps (rollouts); keep equal to GRPO's (default: the task's, arithmetic 800, shakespeare 100)"
+)
 parser.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), as in train_grpo.py")
 parser.add_argument(
     "--group-size", type=at_least(1), default=8, help="completions sampled per prompt (G): B*G samples per step"
@@ -117,7 +126,9 @@ parser.add_argument("--max-bad-steps", type=at_least(1), default=3, help="stop a
 parser.add_argument("--seed", type=int, default=1337, help="random seed (same seed, same CPU: same numbers)")
 parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run")
 parser.add_argument("--compile", action="store_true", help="torch.compile the policy's training forward")
-parser.add_argument("--out-dir", default="out", help="checkpoints: policy.pth (SFT, = pi_ref) and ppo_ckpt.pt")
+parser.add_argument(
+    "--out-dir", default=None, help="checkpoints: policy.pth (SFT, = pi_ref), ppo_ckpt.pt, rm.pth (default out/<task>)"
+)
 parser.add_argument(
     "--log", "--metrics-csv", dest="log", default="logs/ppo.csv", help="metrics CSV, a _samples.txt file goes beside it"
 )
@@ -126,7 +137,10 @@ parser.add_argument(
     "--debug-nan-steps", type=int, nargs="*", default=[], help="fault injection for tests: NaN loss at these steps"
 )
 add_model_args(parser)
+add_rm_args(parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)"))
 args = parser.parse_args()
+args.out_dir = args.out_dir or os.path.join("out", args.task)
+args.steps = args.steps or TASKS[args.task].rl_steps
 if args.n_embd % args.n_head:
     parser.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
 B, G = args.batch_size, args.group_size  # prompts per step, completions per prompt
@@ -211,7 +225,12 @@ sft_eval = task.evaluate(ref, tok, device)  # pi_ref is the SFT policy, also aft
 print(f"SFT policy ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")
 train_model = torch.compile(policy) if args.compile else policy
 
-reward_funcs, gold_fn = setup_rewards(task, args, device, log=print)
+try:
+    reward_funcs, gold_fn = setup_rewards(task, args, device, log=print)
+except (CheckpointError, ValueError) as e:
+    fail(str(e))
+except DivergedError as e:
+    fail(f"reward model: {e}", code=1)
 reward_names = [name for name, _, _ in reward_funcs]
 ppo_columns = ["value_loss", "explained_var", "approx_kl", "pg_loss"]
 columns = BASE_COLUMNS + [f"r_{n}" for n in reward_names] + ppo_columns + (["gold_r"] if gold_fn else [])

@@ -244,7 +244,7 @@ def test_train_ppo_shakespeare_smoke(tmp_path):
     small_text = tmp_path / "s.txt"
     small_text.write_text(open(os.path.join(ROOT, "data", "tinyshakespeare.txt")).read()[:20000])
     p = run(
-        "train_ppo.py", "--task", "shakespeare", "--data", small_text, "--steps", 2, "--sft-steps", 5,
+        "train_ppo.py", "--task", "shakespeare", "--reward", "rule", "--data", small_text, "--steps", 2, "--sft-steps", 5,
         "--gamma", 1, "--gae-lambda", 1, "--out-dir", tmp_path, "--log", tmp_path / "s.csv", *SMALL,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr

@@ -63,7 +63,7 @@ def test_shakespeare_smoke(tmp_path):
     small_text = tmp_path / "s.txt"
     small_text.write_text(open(os.path.join(ROOT, "data", "tinyshakespeare.txt")).read()[:20000])
     p = run(
-        "train_grpo.py", "--task", "shakespeare", "--data", small_text, "--steps", 2, "--sft-steps", 5,
+        "train_grpo.py", "--task", "shakespeare", "--reward", "rule", "--data", small_text, "--steps", 2, "--sft-steps", 5,
         "--out-dir", tmp_path, "--log", tmp_path / "s.csv", *SMALL,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr

@@ -12,7 +12,10 @@ Columns every RL driver writes (GRPO and PPO share the names where they mean the
   grad_norm     total gradient 2-norm before clipping (mean over the mu updates)
   len_mean      mean number of real completion tokens (end token included)
   eval_acc      held-out exact-match accuracy (arithmetic), empty on steps without evaluation
-  eval_r        held-out mean reward, empty on steps without evaluation
+  eval_r        held-out mean score of the task's own rule, empty on steps without evaluation
+                (arithmetic: the total reward; shakespeare: the lexicon rule, the gold score, never the RM)
+  gold_r        shakespeare with a reward model: mean gold score (the lexicon rule) of the step's
+                samples, beside mean_r = r_rm, the reward model's score that was optimised
   time_s        wall-clock seconds since the run started (not counting SFT)
   tokens_per_s  sampled completion tokens per second of this step's wall time
   skipped       1 if the optimizer step was skipped because the loss or gradient was NaN or inf

@@ -50,6 +50,7 @@ class ArithmeticTask:
     max_new_tokens = 5  # 3 digits + end token, and 1 to spare: a completion that never ends is truncated
     block_size = 16
     uses_eos = True
+    rl_steps = 800  # default --steps of train_grpo.py / train_ppo.py: crosses 90% held-out (README)
     reward_funcs = [("exact", exact_match, 1.0), ("format", well_formed, 0.1)]
 
     def __init__(self, data_path=None):
@@ -124,6 +125,7 @@ class ShakespeareTask:
     max_new_tokens = 32  # fixed length: no end token is used, every completion has 32 tokens
     block_size = 64
     uses_eos = False
+    rl_steps = 100  # default --steps: against the learned reward model, gold peaks early and then falls (README)
     reward_funcs = [("lexicon", lexicon_reward, 1.0)]
 
     def __init__(self, data_path=SHAKESPEARE):
@@ -176,5 +178,17 @@ def setup_rewards(task, args, device, master=True, log=print):
     reward_funcs: [(name, f, weight)], summed into the reward; gold_fn: f(prompts, completions) or None,
     logged as gold_r beside it (the true objective when the reward is a learned proxy). Shared by
     train_grpo.py and train_ppo.py so that both methods see the same rewards.
+
+    arithmetic: its verifiable rewards, no gold_fn (the reward is the truth). shakespeare with
+    --reward rm (the default): the learned reward model's score (<out-dir>/rm.pth, trained first with its
+    preference pairs if missing) is the reward and the lexicon rule is the gold; with --reward rule the
+    rule itself is the reward (no reward model: the pre-RLHF toy, and a way to see reward hacking).
     """
-    return task.reward_funcs, None
+    if task.name != "shakespeare" or getattr(args, "reward", "rule") == "rule":
+        return task.reward_funcs, None
+    from reward_model import load_or_train_rm, rm_reward_fn  # here: reward_model.py imports this module
+
+    rm, tok, info = load_or_train_rm(task, args, device, master, log)
+    gold = info.get("val_gold_acc")
+    log(f"reward: the reward model {args.out_dir}/rm.pth (held-out accuracy vs the rule {gold}); gold: the rule")
+    return [("rm", rm_reward_fn(rm, tok, device), 1.0)], lexicon_reward
