@@ -41,10 +41,9 @@ from contextlib import contextmanager, nullcontext
 from functools import partial
 
 import torch
-import torch.nn as nn
 
 from grpo import group_advantages, grpo_loss
-from model import GPT, CharTokenizer, GPTConfig, completion_logprobs
+from model import GPT, CharTokenizer, GPTConfig, ValueModel, completion_logprobs
 from ppo import gae, masked_whiten, per_token_rewards, ppo_loss
 from utils.common import at_least
 from utils.tasks import ShakespeareTask, total_reward
@@ -181,20 +180,6 @@ def describe(device):
 # models, data and the two steps
 
 
-class ValueModel(nn.Module):
-    """PPO's critic: a GPT of the policy's shape, its last hidden states through a scalar head."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.gpt = GPT(config)  # the lm_head is never used
-        self.head = nn.Linear(config.n_embd, 1)
-
-    def forward(self, seq, n_prompt):
-        """seq (N, P+T) -> V(s_t) (N, T): the value of the state before each completion token."""
-        h, _ = self.gpt.body(seq[:, :-1])  # (N, P+T-1, C), position t sees tokens <= t
-        return self.head(h[:, n_prompt - 1 :]).squeeze(-1).float()  # (N, T)
-
-
 class Batch:
     """B prompts (32-character tiny-Shakespeare windows) x G completions of T tokens, fixed by the seed."""
 
@@ -215,7 +200,7 @@ def make_models(cfg, device, seed, value=False):
     models = [policy, ref]
     trainable = list(policy.parameters())
     if value:
-        models.append(ValueModel(cfg).to(device))
+        models.append(ValueModel(GPT(cfg)).to(device))
         trainable += list(models[-1].parameters())
     opt = torch.optim.Adam(trainable, lr=3e-4, fused=device == "cuda")  # fused: one kernel for the update
     return models, opt

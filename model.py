@@ -251,6 +251,23 @@ def completion_logprobs(model, seq, n_prompt, temperature=1.0):
     return per_token_logps(logits, seq[:, n_prompt:]), logits
 
 
+class ValueModel(nn.Module):
+    """PPO's critic V(s_t) for every completion position: a GPT body and a scalar head on its final hidden
+    state (train_ppo.py, bench.py). Initialise the body from a trained GPT to start from its features."""
+
+    def __init__(self, gpt):
+        super().__init__()
+        self.gpt = gpt  # its lm_head is tied to the embedding and unused here
+        self.v_head = nn.Linear(gpt.config.n_embd, 1)
+        nn.init.zeros_(self.v_head.weight)  # V = 0 everywhere at the start
+        nn.init.zeros_(self.v_head.bias)
+
+    def forward(self, seq, n_prompt):
+        """seq: (N, P + T) -> (N, T): the value of the state before each completion token."""
+        h, _ = self.gpt.body(seq[:, :-1])  # (N, P+T-1, C), position t sees the prompt and o_<t
+        return self.v_head(h[:, n_prompt - 1 :].float()).squeeze(-1)  # (N, T)
+
+
 if __name__ == "__main__":
     tok = CharTokenizer("abcdefgh ")
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32))

@@ -2,16 +2,19 @@
 GRPO training driver: SFT -> GRPO on a small character-level GPT, on CPU or CUDA.
 
     python train_grpo.py                                   # arithmetic, default flags, a few minutes on 2 cores
-    python train_grpo.py --task shakespeare
+    python train_grpo.py --task shakespeare                # RLHF against a learned reward model
     python train_grpo.py --resume                          # continue from <out-dir>/grpo_ckpt.pt
     torchrun --standalone --nproc_per_node=2 train_grpo.py # data-parallel (gloo on CPU, nccl on CUDA)
 
-With no <out-dir>/policy.pth the SFT policy is trained first and saved there; it is also the frozen
-reference pi_ref. Each step: B prompts x G completions are sampled with the KV cache, scored by the
+With no <out-dir>/policy.pth (default out/<task>) the SFT policy is trained first and saved there; it is
+also the frozen reference pi_ref. On shakespeare the reward is a learned reward model's score
+(<out-dir>/rm.pth; with none there, preference pairs are sampled from the SFT policy and the reward
+model is trained first: simple_example.py, reward_model.py) and the rule it was trained to imitate is
+logged beside it as gold_r; --reward rule optimises the rule itself. Each step: B prompts x G completions are sampled with the KV cache, scored by the
 task's reward functions, turned into group-relative advantages and used for mu clipped updates with a
 k3 KL penalty (grpo.py). How this departs from DeepSeekMath's GRPO:
-  1. Outcome rewards only (one reward per completion), no process supervision, no reward model on
-     arithmetic (rule-based, verifiable rewards as in DeepSeek-R1).
+  1. Outcome rewards only (one reward per completion), no process supervision; arithmetic has
+     rule-based, verifiable rewards as in DeepSeek-R1, shakespeare a learned reward model.
   2. pi_ref stays the SFT policy for the whole run (the paper's iterative GRPO resets it).
   3. With mu = 1 (the default) old_logp is logp.detach(): ratio == 1 and the clip never acts.
   4. Truncated completions (no end token within --max-new-tokens) stay in the loss with all their

@@ -2,7 +2,7 @@
 PPO training driver, the baseline for GRPO: SFT -> RLHF-PPO on a small character-level GPT, CPU or CUDA.
 
     python train_ppo.py                                    # arithmetic, the same budget as train_grpo.py
-    python train_ppo.py --task shakespeare
+    python train_ppo.py --task shakespeare                 # against the learned reward model, as train_grpo.py
     python train_ppo.py --gamma 1 --gae-lambda 1           # the original's "simplified PPO": MC return - V
     python train_ppo.py --resume                           # continue from <out-dir>/ppo_ckpt.pt
 
@@ -30,7 +30,8 @@ gradient, which Adam undoes (up to its eps, and to where --grad-clip starts acti
 shared trunk, and it weights the value loss inside the logged `loss`.
 
 How this departs from InstructGPT's PPO (and cleanrl's):
-  1. Outcome rewards only (one score per completion, the last token); no reward model on arithmetic.
+  1. Outcome rewards only (one score per completion, the last token); no reward model on arithmetic
+     (verifiable rewards), the learned one on shakespeare (the value model still starts from the SFT policy).
   2. A fixed kl_coef, no adaptive KL controller; no reward scaling or whitening (scores are in [0, 1.1]).
   3. No pretraining-loss mix (PPO-ptx) and no entropy bonus.
   4. pi_ref stays the SFT policy; one process only (no DDP: use train_grpo.py for data parallelism).
@@ -55,11 +56,10 @@ from contextlib import nullcontext
 from dataclasses import asdict
 
 import torch
-import torch.nn as nn
 from tqdm import tqdm
 
 from grpo import completion_mask, entropy_from_logits
-from model import completion_logprobs
+from model import ValueModel, completion_logprobs
 from ppo import explained_variance, gae, masked_mean, masked_whiten, per_token_rewards, ppo_loss
 from reward_model import DivergedError, add_rm_args
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -83,7 +83,10 @@ parser.add_argument(
 )
 parser.add_argument("--data", default=None, help="shakespeare: the text file (default data/tinyshakespeare.txt)")
 parser.add_argument(
-    "--steps", type=at_least(1), default=None, help="PPO steps (rollouts); keep equal to GRPO's (default: the task's, arithmetic 800, shakespeare 100)"
+    "--steps",
+    type=at_least(1),
+    default=None,
+    help="PPO steps (rollouts); keep equal to GRPO's (default: the task's, arithmetic 800, shakespeare 100)",
 )
 parser.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), as in train_grpo.py")
 parser.add_argument(
@@ -137,7 +140,9 @@ parser.add_argument(
     "--debug-nan-steps", type=int, nargs="*", default=[], help="fault injection for tests: NaN loss at these steps"
 )
 add_model_args(parser)
-add_rm_args(parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)"))
+add_rm_args(
+    parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)")
+)
 args = parser.parse_args()
 args.out_dir = args.out_dir or os.path.join("out", args.task)
 args.steps = args.steps or TASKS[args.task].rl_steps
@@ -182,22 +187,6 @@ except CheckpointError as e:
     fail(str(e))
 ref.eval().requires_grad_(False)
 eos_id = tok.eos_id if task.uses_eos else None
-
-
-class ValueModel(nn.Module):
-    """V(s_t) for every completion position: a GPT body and a scalar head on its final hidden state."""
-
-    def __init__(self, gpt):
-        super().__init__()
-        self.gpt = gpt  # its lm_head is tied to the embedding and unused here
-        self.v_head = nn.Linear(gpt.config.n_embd, 1)
-        nn.init.zeros_(self.v_head.weight)  # V = 0 everywhere at the start
-        nn.init.zeros_(self.v_head.bias)
-
-    def forward(self, seq, n_prompt):
-        """seq: (N, P + T) -> (N, T): the value of the state before each completion token."""
-        h, _ = self.gpt.body(seq[:, :-1])  # (N, P+T-1, C), position t sees the prompt and o_<t
-        return self.v_head(h[:, n_prompt - 1 :].float()).squeeze(-1)  # (N, T)
 
 
 value_model = ValueModel(load_or_train_sft(task, args, device)[0]).to(device)  # body from the SFT policy
