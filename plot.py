@@ -102,9 +102,17 @@ def plot_curves(paths, metric, out=None, smooth_n=1, x="step", title=None, label
             mean, std = ys.mean(0), ys.std(0)
             (line,) = ax.plot(runs[0][0][:n], mean, label=f"{name} (mean of {len(runs)} seeds)")
             ax.fill_between(runs[0][0][:n], mean - std, mean + std, alpha=0.2, color=line.get_color())
-        else:
+        else:  # one run, or seeds against another x (their x values differ): one colour per group
+            color = None
             for j, (xs, ys) in enumerate(runs):
-                ax.plot(xs, smooth(ys, smooth_n), marker="." if x != "step" else None, label=name if j == 0 else None)
+                seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
+                kw = {
+                    "label": name + seeds if j == 0 else None,
+                    "color": color,
+                    "alpha": 1.0 if len(runs) == 1 else 0.7,
+                }
+                (line,) = ax.plot(xs, smooth(ys, smooth_n), marker="." if x != "step" else None, **kw)
+                color = line.get_color()
     ax.set_xlabel(LABELS.get(x, x))
     ax.set_ylabel(LABELS.get(metric, metric))
     sm = f", smoothed over {smooth_n} points" if smooth_n > 1 else ""

@@ -11,7 +11,7 @@ Steps:
   2. arithmetic: PPO from the same SFT policy, same prompts and samples per step (train_ppo.py)
   3. the four comparison plots of the original, GRPO vs PPO, mean and band over --seeds (plot.py):
      logs/reward_comparison.png, kl_comparison.png, entropy_comparison.png, loss_comparison.png,
-     and accuracy_comparison.png (held-out accuracy)
+     and accuracy_comparison.png, accuracy_vs_time_comparison.png (held-out accuracy per step and per second)
   4. shakespeare RLHF: SFT -> preference pairs -> reward model (simple_example.py, reward_model.py),
      then GRPO against the reward model at each --betas (train_grpo.py --task shakespeare), with
      --full also PPO against it, and the overoptimisation figures: gold and proxy score against KL to
@@ -165,6 +165,9 @@ def main():
             smooth_n=1 if metric == "eval_acc" else smooth,
             title=title,
         )
+
+    title = "arithmetic: held-out accuracy vs wall time, GRPO vs PPO"
+    plot_curves(csvs, "eval_acc", os.path.join(L, "accuracy_vs_time_comparison.png"), x="time_s", title=title)
 
     # --- 4. shakespeare RLHF against a learned reward model, and overoptimisation
     rlhf, rlhf_ppo = [], None

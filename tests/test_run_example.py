@@ -19,7 +19,7 @@ def test_run_example_tiny(tmp_path):
         timeout=600,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
-    for name in ("reward", "kl", "entropy", "loss", "accuracy"):
+    for name in ("reward", "kl", "entropy", "loss", "accuracy", "accuracy_vs_time"):
         assert (logs / f"{name}_comparison.png").stat().st_size > 0
     for name in ("overopt_gold_vs_kl", "overopt_proxy_vs_kl", "overopt_gold_vs_step"):
         assert (logs / f"{name}.png").stat().st_size > 0

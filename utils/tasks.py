@@ -189,6 +189,9 @@ def setup_rewards(task, args, device, master=True, log=print):
     from reward_model import load_or_train_rm, rm_reward_fn  # here: reward_model.py imports this module
 
     rm, tok, info = load_or_train_rm(task, args, device, master, log)
-    gold = info.get("val_gold_acc")
-    log(f"reward: the reward model {args.out_dir}/rm.pth (held-out accuracy vs the rule {gold}); gold: the rule")
+    acc = info.get("val_gold_acc")
+    acc = "n/a" if acc is None else f"{acc:.3f}"
+    log(
+        f"reward: the reward model {args.out_dir}/rm.pth (held-out pairwise accuracy vs the rule {acc}); gold: the rule"
+    )
     return [("rm", rm_reward_fn(rm, tok, device), 1.0)], lexicon_reward
