@@ -6,8 +6,8 @@ InstructGPT, section 3.5 and eq. 1):
     loss = -log sigmoid(r(chosen) - r(rejected))
 
     python simple_example.py                                   # data/prefs.jsonl (pairs from the SFT policy)
-    python reward_model.py --pairs data/prefs.jsonl --out out/rm.pth
-    python reward_model.py --resume                            # continue from out/rm_ckpt.pt
+    python reward_model.py --pairs data/prefs.jsonl            # -> out/shakespeare/rm.pth, logs/rm.csv
+    python reward_model.py --resume                            # continue from out/shakespeare/rm_ckpt.pt
 
 What it is, and how it departs from InstructGPT:
   1. r(text) = w . h_last + b, where h_last is the final hidden state (after ln_f) at the last real token;
