@@ -430,6 +430,8 @@ if __name__ == "__main__":
     device = pick_device(args.device)
     try:
         task = ShakespeareTask(**({"data_path": args.data} if args.data else {}))
+        if os.path.exists(args.pairs):
+            read_comparisons(args.pairs)  # a malformed file fails now, not after minutes of SFT
         policy, tok, _ = load_or_train_sft(task, args, device)
         _, m = build_and_train_rm(policy, tok, task, args, device, out, resume=args.resume, log_path=args.log)
     except (FileNotFoundError, CheckpointError, ValueError) as e:

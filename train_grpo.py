@@ -71,7 +71,10 @@ parser.add_argument(
 )
 parser.add_argument("--data", default=None, help="shakespeare: the text file (default data/tinyshakespeare.txt)")
 parser.add_argument(
-    "--steps", type=at_least(1), default=None, help="GRPO optimizer steps (default: the task's, arithmetic 800, shakespeare 100)"
+    "--steps",
+    type=at_least(1),
+    default=None,
+    help="GRPO optimizer steps (default: the task's, arithmetic 800, shakespeare 100)",
 )
 parser.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), over all ranks")
 parser.add_argument("--group-size", type=at_least(2), default=8, help="completions per prompt (G)")
@@ -124,7 +127,9 @@ parser.add_argument(
     "--debug-nan-steps", type=int, nargs="*", default=[], help="fault injection for tests: NaN loss at these steps"
 )
 add_model_args(parser)
-add_rm_args(parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)"))
+add_rm_args(
+    parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)")
+)
 args = parser.parse_args()
 args.out_dir = args.out_dir or os.path.join("out", args.task)
 args.steps = args.steps or TASKS[args.task].rl_steps
