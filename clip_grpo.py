@@ -37,7 +37,7 @@ by its advantage, wrong ones down, and an image whose G samples all score the sa
 only a scalar reward per prediction (any reward: graded, partial, non-differentiable), at the price of
 noisier gradients than CE when the label is available.
 
-How it departs from the original nanoGRPO description (see its CLIP section, and ../shared/README.md):
+How it departs from the original nanoGRPO description (its CLIP section, and the known errors listed with it):
   1. It samples actions. The original weighted log pi(true label) by an advantage, never sampling, which is
      not a policy gradient and pushed the true label *down* on images with a negative advantage.
   2. Its "smooth reward" was the softmax confidence of the true label: the same number for every sample of

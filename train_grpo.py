@@ -42,6 +42,7 @@ from model import completion_logprobs
 from reward_model import DivergedError, add_rm_args
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import (
+    add_run_args,
     at_least,
     compute_cleanup,
     compute_init,
@@ -54,7 +55,7 @@ from utils.common import (
 )
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
 from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
-from utils.tasks import TASKS, setup_rewards, total_reward
+from utils.tasks import TASKS, add_task_args, setup_rewards, total_reward
 
 # -----------------------------------------------------------------------------
 # config
@@ -62,14 +63,7 @@ from utils.tasks import TASKS, setup_rewards, total_reward
 parser = argparse.ArgumentParser(
     description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter
 )
-parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic", help="which task to train on")
-parser.add_argument(
-    "--reward",
-    choices=["rm", "rule"],
-    default="rm",
-    help="shakespeare: the learned reward model (gold = the lexicon rule, logged as gold_r) or the rule itself",
-)
-parser.add_argument("--data", default=None, help="shakespeare: the text file (default data/tinyshakespeare.txt)")
+add_task_args(parser)
 parser.add_argument(
     "--steps",
     type=at_least(1),
@@ -103,29 +97,7 @@ parser.add_argument(
     "--max-resample", type=at_least(1), default=4, help="dynamic sampling: most extra rollouts per step"
 )
 parser.add_argument("--grad-clip", type=positive(), default=1.0, help="clip the gradient's total 2-norm to this")
-parser.add_argument(
-    "--eval-every", type=at_least(1), default=25, help="held-out evaluation (and samples) every k steps"
-)
-parser.add_argument("--ckpt-every", type=at_least(1), default=50, help="write <out-dir>/grpo_ckpt.pt every k steps")
-parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/grpo_ckpt.pt, appending to --log")
-parser.add_argument("--max-bad-steps", type=at_least(1), default=3, help="stop after this many NaN/inf steps in a row")
-parser.add_argument("--seed", type=int, default=1337, help="random seed (same seed, same CPU: same numbers)")
-parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run")
-parser.add_argument("--compile", action="store_true", help="torch.compile the policy's training forward")
-parser.add_argument(
-    "--out-dir", default=None, help="checkpoints: policy.pth (SFT, = pi_ref), grpo_ckpt.pt, rm.pth (default out/<task>)"
-)
-parser.add_argument(
-    "--log",
-    "--metrics-csv",
-    dest="log",
-    default="logs/grpo.csv",
-    help="metrics CSV, a _samples.txt file goes beside it (under torchrun spell it --metrics-csv: torchrun takes --log for its own --log-dir)",
-)
-parser.add_argument("--no-progress", action="store_true", help="print a line per eval instead of a progress bar")
-parser.add_argument(
-    "--debug-nan-steps", type=int, nargs="*", default=[], help="fault injection for tests: NaN loss at these steps"
-)
+add_run_args(parser, "grpo", torchrun=True)
 add_model_args(parser)
 add_rm_args(
     parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)")

@@ -63,10 +63,10 @@ from model import ValueModel, completion_logprobs
 from ppo import explained_variance, gae, masked_mean, masked_whiten, per_token_rewards, ppo_loss
 from reward_model import DivergedError, add_rm_args
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from utils.common import at_least, fail, is_finite, memory_stats, pick_device, positive
+from utils.common import add_run_args, at_least, fail, is_finite, memory_stats, pick_device, positive
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
 from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
-from utils.tasks import TASKS, setup_rewards, total_reward
+from utils.tasks import TASKS, add_task_args, setup_rewards, total_reward
 
 # -----------------------------------------------------------------------------
 # config
@@ -74,14 +74,7 @@ from utils.tasks import TASKS, setup_rewards, total_reward
 parser = argparse.ArgumentParser(
     description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter
 )
-parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic", help="which task to train on")
-parser.add_argument(
-    "--reward",
-    choices=["rm", "rule"],
-    default="rm",
-    help="shakespeare: the learned reward model (gold = the lexicon rule, logged as gold_r) or the rule itself",
-)
-parser.add_argument("--data", default=None, help="shakespeare: the text file (default data/tinyshakespeare.txt)")
+add_task_args(parser)
 parser.add_argument(
     "--steps",
     type=at_least(1),
@@ -120,25 +113,7 @@ parser.add_argument(
     "--max-new-tokens", type=at_least(1), default=None, help="completion length cap (default: the task's)"
 )
 parser.add_argument("--grad-clip", type=positive(), default=1.0, help="clip each model's gradient 2-norm to this")
-parser.add_argument(
-    "--eval-every", type=at_least(1), default=25, help="held-out evaluation (and samples) every k steps"
-)
-parser.add_argument("--ckpt-every", type=at_least(1), default=50, help="write <out-dir>/ppo_ckpt.pt every k steps")
-parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/ppo_ckpt.pt, appending to --log")
-parser.add_argument("--max-bad-steps", type=at_least(1), default=3, help="stop after this many NaN/inf steps in a row")
-parser.add_argument("--seed", type=int, default=1337, help="random seed (same seed, same CPU: same numbers)")
-parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run")
-parser.add_argument("--compile", action="store_true", help="torch.compile the policy's training forward")
-parser.add_argument(
-    "--out-dir", default=None, help="checkpoints: policy.pth (SFT, = pi_ref), ppo_ckpt.pt, rm.pth (default out/<task>)"
-)
-parser.add_argument(
-    "--log", "--metrics-csv", dest="log", default="logs/ppo.csv", help="metrics CSV, a _samples.txt file goes beside it"
-)
-parser.add_argument("--no-progress", action="store_true", help="print a line per eval instead of a progress bar")
-parser.add_argument(
-    "--debug-nan-steps", type=int, nargs="*", default=[], help="fault injection for tests: NaN loss at these steps"
-)
+add_run_args(parser, "ppo")
 add_model_args(parser)
 add_rm_args(
     parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)")

@@ -107,3 +107,41 @@ def memory_stats(device, trainable, frozen=(), optimizers=()):
 
         stats["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     return {k: round(v, 2) for k, v in stats.items()}
+
+
+def add_run_args(parser, method, torchrun=False):
+    """The flags every RL driver shares (train_grpo.py, train_ppo.py): evaluation, checkpoints, faults,
+    seed, device, output. `method` names the checkpoint and the default log: <out-dir>/<method>_ckpt.pt,
+    logs/<method>.csv."""
+    parser.add_argument(
+        "--eval-every", type=at_least(1), default=25, help="held-out evaluation (and samples) every k steps"
+    )
+    parser.add_argument(
+        "--ckpt-every", type=at_least(1), default=50, help=f"write <out-dir>/{method}_ckpt.pt every k steps"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help=f"continue from <out-dir>/{method}_ckpt.pt, appending to --log"
+    )
+    parser.add_argument(
+        "--max-bad-steps", type=at_least(1), default=3, help="stop after this many NaN/inf steps in a row"
+    )
+    parser.add_argument("--seed", type=int, default=1337, help="random seed (same seed, same CPU: same numbers)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the policy's training forward")
+    parser.add_argument(
+        "--out-dir",
+        default=None,
+        help=f"checkpoints: policy.pth (SFT, = pi_ref), {method}_ckpt.pt, rm.pth (default out/<task>)",
+    )
+    note = " (under torchrun spell it --metrics-csv: torchrun takes --log for its own --log-dir)" if torchrun else ""
+    parser.add_argument(
+        "--log",
+        "--metrics-csv",
+        dest="log",
+        default=f"logs/{method}.csv",
+        help=f"metrics CSV, a _samples.txt file goes beside it{note}",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="print a line per eval instead of a progress bar")
+    parser.add_argument(
+        "--debug-nan-steps", type=int, nargs="*", default=[], help="fault injection for tests: NaN loss at these steps"
+    )

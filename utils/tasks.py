@@ -165,6 +165,18 @@ class ShakespeareTask:
 TASKS = {"arithmetic": ArithmeticTask, "shakespeare": ShakespeareTask}
 
 
+def add_task_args(parser):
+    """--task, --reward, --data: the flags of the RL drivers (train_grpo.py, train_ppo.py) that pick what is learned."""
+    parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic", help="which task to train on")
+    parser.add_argument(
+        "--reward",
+        choices=["rm", "rule"],
+        default="rm",
+        help="shakespeare: the learned reward model (gold = the lexicon rule, logged as gold_r) or the rule itself",
+    )
+    parser.add_argument("--data", default=None, help="shakespeare: the text file (default data/tinyshakespeare.txt)")
+
+
 def total_reward(reward_funcs, prompts, completions):
     """Weighted sum of reward functions [(name, f, weight)]: (totals list, {name: per-completion list})."""
     parts = {name: fn(prompts, completions) for name, fn, _ in reward_funcs}
