@@ -45,7 +45,7 @@ import torch
 from grpo import group_advantages, grpo_loss
 from model import GPT, CharTokenizer, GPTConfig, ValueModel, completion_logprobs
 from ppo import gae, masked_whiten, per_token_rewards, ppo_loss
-from utils.common import at_least
+from utils.common import at_least, pick_device
 from utils.tasks import ShakespeareTask, total_reward
 
 # bf16 dense peak FLOP/s (no sparsity) from NVIDIA's datasheets, matched against the device name
@@ -368,12 +368,7 @@ def main():
         parser.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
 
     # --- device, decided once
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        print("bench.py: no CUDA device visible to torch, falling back to --device cpu", flush=True)
-        device = "cpu"
+    device = pick_device(args.device, fallback=True)
     ctx = nullcontext() if device == "cpu" else torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

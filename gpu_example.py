@@ -36,7 +36,7 @@ import torch
 from bench import PhaseTimer, peak_flops
 from grpo import completion_mask, entropy_from_logits, group_advantages, grpo_loss
 from model import CharTokenizer, GPTConfig, completion_logprobs
-from utils.common import at_least, positive
+from utils.common import at_least, pick_device, positive
 from utils.sft import sft_train
 from utils.tasks import TASKS, total_reward
 
@@ -84,12 +84,7 @@ parser.add_argument("--seed", type=int, default=1337, help="random seed")
 args = parser.parse_args()
 
 # --- device and dtype, decided once
-device = args.device
-if device == "auto":
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-if device == "cuda" and not torch.cuda.is_available():
-    print("gpu_example.py: no CUDA device visible to torch, falling back to --device cpu", flush=True)
-    device = "cpu"
+device = pick_device(args.device, fallback=True)
 cuda = device == "cuda"
 ctx = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if cuda else nullcontext()
 if cuda:

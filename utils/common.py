@@ -14,11 +14,16 @@ def fail(msg, code=2):
     sys.exit(code)
 
 
-def pick_device(name):
-    """'auto' | 'cpu' | 'cuda' -> a device string; asking for CUDA without one is an error."""
+def pick_device(name, fallback=False):
+    """'auto' | 'cpu' | 'cuda' -> a device string. Asking for CUDA without one is an error, or with
+    fallback=True (the GPU examples, which must also run on a laptop) one printed line and the CPU."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
+        if fallback:
+            prog = os.path.basename(sys.argv[0])
+            print(f"{prog}: no CUDA device visible to torch, falling back to --device cpu", flush=True)
+            return "cpu"
         fail("--device cuda asked for, but torch sees no CUDA device (use --device cpu or auto)")
     return name
 
