@@ -170,7 +170,7 @@ def main():
     plot_curves(csvs, "eval_acc", os.path.join(L, "accuracy_vs_time_comparison.png"), x="time_s", title=title)
 
     # --- 4. shakespeare RLHF against a learned reward model, and overoptimisation
-    rlhf, rlhf_ppo = [], None
+    rlhf = []  # one entry per run against the reward model
     if not args.skip_rlhf:
         shake = os.path.join(args.out_dir, "shakespeare")
         pairs = os.path.join(shake, "prefs.jsonl")
@@ -217,36 +217,16 @@ def main():
         if args.full and not args.skip_ppo:
             log = os.path.join(L, "rlhf_ppo.csv")
             wall = sh("train_ppo.py", "--log", log, *shake_common)
-            rlhf_ppo = {"label": "PPO kl_coef=0.05", "log": log, "wall": wall, "summary": read_summary(shake, "ppo")}
-        runs_rlhf = rlhf + ([rlhf_ppo] if rlhf_ppo else [])
-        logs = [r["log"] for r in runs_rlhf]
-        labels = [r["label"] for r in runs_rlhf]
-        plot_curves(
-            logs,
-            "gold_r",
-            os.path.join(L, "overopt_gold_vs_kl.png"),
-            smooth_n=smooth,
-            x="kl",
-            labels=labels,
-            title="shakespeare: gold score (the rule) vs KL to the reference",
-        )
-        plot_curves(
-            logs,
-            "mean_r",
-            os.path.join(L, "overopt_proxy_vs_kl.png"),
-            smooth_n=smooth,
-            x="kl",
-            labels=labels,
-            title="shakespeare: reward-model score (optimised) vs KL to the reference",
-        )
-        plot_curves(
-            logs,
-            "gold_r",
-            os.path.join(L, "overopt_gold_vs_step.png"),
-            smooth_n=smooth,
-            labels=labels,
-            title="shakespeare: gold score (the rule) per step",
-        )
+            rlhf.append({"label": "PPO kl_coef=0.05", "log": log, "wall": wall, "summary": read_summary(shake, "ppo")})
+        logs = [r["log"] for r in rlhf]
+        labels = [r["label"] for r in rlhf]
+        for metric, x, fname, title in [
+            ("gold_r", "kl", "overopt_gold_vs_kl", "gold score (the rule) vs KL to the reference"),
+            ("mean_r", "kl", "overopt_proxy_vs_kl", "reward-model score (optimised) vs KL to the reference"),
+            ("gold_r", "step", "overopt_gold_vs_step", "gold score (the rule) per step"),
+        ]:
+            out = os.path.join(L, f"{fname}.png")
+            plot_curves(logs, metric, out, smooth_n=smooth, x=x, labels=labels, title=f"shakespeare: {title}")
 
     # --- 5. results table
     device = runs[methods[0]][0]["summary"]["device"]
@@ -282,7 +262,7 @@ def main():
             "| run | proxy (RM) score | gold score | peak gold | KL, last 10 | held-out gold (SFT -> final) | wall time (s) |",
             "|---|---|---|---|---|---|---|",
         ]
-        for r in runs_rlhf:
+        for r in rlhf:
             c, s = read_csv(r["log"]), r["summary"]
             gold = values(c, "gold_r")
             peak = max(mean(gold[i : i + 10]) for i in range(max(1, len(gold) - 9)))
