@@ -74,7 +74,7 @@ from PIL import Image, ImageDraw
 
 from grpo import entropy_from_logits, group_advantages, grpo_loss
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from utils.common import at_least, fail, is_finite, pick_device, positive
+from utils.common import at_least, fail, is_finite, lr_at, pick_device, positive
 from utils.metrics import CSVLogger
 
 # -----------------------------------------------------------------------------
@@ -626,15 +626,6 @@ def accuracy(model, split, text_feats, size, device, ctx, batch_size=256):
         correct += (pred == split.labels[i : i + len(idx)]).sum().item()
     model.train(was_training)
     return correct / len(split)
-
-
-def lr_at(step, total, peak, warmup_frac):
-    """Linear warmup to `peak`, then cosine decay to peak/10 at the last step (nanoGPT's schedule)."""
-    warmup = max(1, round(warmup_frac * total))
-    if step <= warmup:
-        return peak * step / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 # -----------------------------------------------------------------------------

@@ -265,7 +265,10 @@ class ValueModel(nn.Module):
     def forward(self, seq, n_prompt):
         """seq: (N, P + T) -> (N, T): the value of the state before each completion token."""
         h, _ = self.gpt.body(seq[:, :-1])  # (N, P+T-1, C), position t sees the prompt and o_<t
-        return self.v_head(h[:, n_prompt - 1 :].float()).squeeze(-1)  # (N, T)
+        # the head in fp32 even under autocast (which would cast .float() back to bf16): values are
+        # regression targets, and bf16's 8-bit mantissa rounds a return of 3.7 to a multiple of 1/64
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            return self.v_head(h[:, n_prompt - 1 :].float()).squeeze(-1)  # (N, T)
 
 
 if __name__ == "__main__":

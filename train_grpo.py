@@ -48,6 +48,7 @@ from utils.common import (
     compute_init,
     fail,
     is_finite,
+    lr_at,
     memory_stats,
     pick_device,
     positive,
@@ -251,6 +252,9 @@ for step in pbar:
     if ddp and args.loss_type == "dapo":
         dist.all_reduce(num_tokens)  # the global token count (DAPO's token-level normaliser)
     # --- mu updates on the same rollout
+    lr = lr_at(step, args.steps, args.lr, args.warmup_frac, args.lr_schedule)
+    for pg in optimizer.param_groups:
+        pg["lr"] = lr
     losses, norms, last_stats, entropy, bad = [], [], {}, float("nan"), False
     for it in range(args.num_iterations):
         with ctx:  # through the DDP wrapper, so that backward all-reduces the gradients
@@ -306,6 +310,7 @@ for step in pbar:
         "clip_frac": all_mean(last_stats["clip_frac"].item()) if last_stats else "",
         "loss": all_mean(sum(losses) / len(losses)) if losses else "",
         "grad_norm": all_mean(sum(norms) / len(norms)) if norms else "",
+        "lr": lr,
         "len_mean": all_mean(n_tok / mask.size(0)),
         "time_s": time.time() - t_start,
         "tokens_per_s": all_mean(n_tok / dt) * world,

@@ -63,7 +63,7 @@ from model import ValueModel, completion_logprobs
 from ppo import explained_variance, gae, masked_mean, masked_whiten, per_token_rewards, ppo_loss
 from reward_model import DivergedError, add_rm_args
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from utils.common import add_run_args, at_least, fail, is_finite, memory_stats, pick_device, positive
+from utils.common import add_run_args, at_least, fail, is_finite, lr_at, memory_stats, pick_device, positive
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
 from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
 from utils.tasks import TASKS, add_task_args, setup_rewards, total_reward
@@ -250,6 +250,10 @@ for step in pbar:
     explained_var = explained_variance(old_values, returns, mask).item()
     # --- update-epochs passes of num-minibatches minibatches over the rollout
     mb_size = N // args.num_minibatches
+    lr_frac = lr_at(step, args.steps, 1.0, args.warmup_frac, args.lr_schedule)  # both networks follow the schedule
+    for opt, peak in ((optimizer, args.lr), (value_optimizer, args.value_lr)):
+        for pg in opt.param_groups:
+            pg["lr"] = peak * lr_frac
     losses, norms, bad = [], [], False
     sums = {k: 0.0 for k in ("clip_frac", "value_loss", "approx_kl", "pg_loss")}
     for _epoch in range(args.update_epochs):
@@ -304,6 +308,7 @@ for step in pbar:
         "frac_zero_std": (scores.view(B, G).std(dim=1) == 0).float().mean().item() if G > 1 else "",
         "kl": kl_k3,
         "entropy": entropy,
+        "lr": args.lr * lr_frac,
         "len_mean": n_tok / N,
         "time_s": time.time() - t_start,
         "tokens_per_s": n_tok / dt,

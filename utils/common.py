@@ -90,6 +90,31 @@ def at_least(n):
     return parse
 
 
+def lr_at(step, total, peak, warmup_frac, schedule="cosine"):
+    """Learning rate of 1-based `step` of `total`: linear warmup over the first warmup_frac of the steps,
+    then cosine decay to peak/10 at the last step (nanoGPT's schedule); schedule="constant" is `peak`."""
+    if schedule == "constant":
+        return peak
+    warmup = max(1, round(warmup_frac * total))
+    if step <= warmup:
+        return peak * step / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def fraction(s):
+    """argparse type: a float in [0, 1)."""
+    import argparse
+
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a float") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {s}")
+    return v
+
+
 def memory_stats(device, trainable, frozen=(), optimizers=()):
     """What a method holds, in MiB: parameters (trainable and frozen), gradients, optimizer state, and
     the peak measured (CUDA: torch.cuda.max_memory_allocated; CPU: the process's peak RSS)."""
@@ -118,6 +143,15 @@ def add_run_args(parser, method, torchrun=False):
     """The flags every RL driver shares (train_grpo.py, train_ppo.py): evaluation, checkpoints, faults,
     seed, device, output. `method` names the checkpoint and the default log: <out-dir>/<method>_ckpt.pt,
     logs/<method>.csv."""
+    parser.add_argument(
+        "--lr-schedule",
+        choices=["cosine", "constant"],
+        default="cosine",
+        help="learning rate over the run: linear warmup then cosine decay to lr/10, or constant",
+    )
+    parser.add_argument(
+        "--warmup-frac", type=fraction, default=0.05, help="cosine schedule: fraction of the steps with linear warmup"
+    )
     parser.add_argument(
         "--eval-every", type=at_least(1), default=25, help="held-out evaluation (and samples) every k steps"
     )

@@ -10,6 +10,7 @@ Columns every RL driver writes (GRPO and PPO share the names where they mean the
   clip_frac     fraction of real tokens where the PPO clip was active (low or high)
   loss          the loss that was minimised (mean over the mu updates)
   grad_norm     total gradient 2-norm before clipping (mean over the mu updates)
+  lr            the policy's learning rate at this step (--lr-schedule)
   len_mean      mean number of real completion tokens (end token included)
   eval_acc      held-out exact-match accuracy (arithmetic), empty on steps without evaluation
   eval_r        held-out mean score of the task's own rule, empty on steps without evaluation
@@ -34,6 +35,7 @@ BASE_COLUMNS = [
     "clip_frac",
     "loss",
     "grad_norm",
+    "lr",
     "len_mean",
     "eval_acc",
     "eval_r",
