@@ -558,15 +558,18 @@ def rewards_for(actions, labels, attrs, smooth):
     return (attrs[actions] == attrs[labels]).float().mean(-1)
 
 
-def grpo_step(policy, optimizer, params, x, labels, text_feats, ref_logits, attrs, u, args, ctx, nan=False):
+def grpo_step(policy, optimizer, params, x, labels, text_feats, ref_logits, attrs, u, args, ctx, nan=None):
     """One GRPO step on B images: rollout of G predictions each, then mu clipped updates. Returns (stats, bad).
 
     x (B, 3, S, S), labels (B,), ref_logits (B, C) of the frozen reference, u (B, G) uniforms.
-    bad is True when a loss or gradient was NaN/inf: the optimizer step was then skipped.
+    bad is True when a loss or gradient was NaN/inf: the whole step was then skipped (earlier updates undone).
+    nan: fault injection (tests): a NaN loss at this update (0-based).
     """
     B, G, C = x.size(0), u.size(1), text_feats.size(0)
     ref_logp_all = F.log_softmax(ref_logits, dim=-1)  # (B, C)
     losses, norms, clips, stats = [], [], [], {}
+    if args.num_iterations > 1:  # a NaN in update 2+ undoes the step's earlier updates too
+        saved = ([p.detach().clone() for p in params], copy.deepcopy(optimizer.state_dict()))
     for it in range(args.num_iterations):
         logits = class_logits(policy, x, text_feats, args.temperature, ctx)  # (B, C)
         logp_all = F.log_softmax(logits, dim=-1)  # (B, C)
@@ -582,7 +585,7 @@ def grpo_step(policy, optimizer, params, x, labels, text_feats, ref_logits, attr
         H = entropy_from_logits(logits.unsqueeze(1), torch.ones(B, 1, device=logits.device))  # nats
         pg_loss, s = grpo_loss(logp, old_logp, ref_logp, adv, torch.ones_like(logp), clip_eps=args.clip_eps, beta=0.0)
         loss = pg_loss + args.beta * kl - args.entropy_weight * H / math.log(C)
-        if nan:
+        if nan == it:
             loss = loss * float("nan")  # fault injection (tests only)
         if it == 0:
             stats = {
@@ -595,7 +598,12 @@ def grpo_step(policy, optimizer, params, x, labels, text_feats, ref_logits, attr
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
         if not (is_finite(loss.detach()) and is_finite(grad_norm)):
-            optimizer.zero_grad(set_to_none=True)  # skip: parameters and AdamW state stay as they were
+            optimizer.zero_grad(set_to_none=True)  # skip the step: parameters and AdamW state as before it
+            if it > 0:
+                with torch.no_grad():
+                    for p, p0 in zip(params, saved[0], strict=True):
+                        p.copy_(p0)
+                optimizer.load_state_dict(saved[1])
             return {**stats, **_reward_stats(r, actions, labels, G)}, True
         optimizer.step()
         losses.append(loss.item())
@@ -743,7 +751,7 @@ def main(argv=None):
             u,
             args,
             ctx,
-            nan=step in args.debug_nan_steps,
+            nan=0 if step in args.debug_nan_steps else None,
         )
         bad_streak, skipped = (bad_streak + 1, skipped + 1) if bad else (0, skipped)
         # --- logging

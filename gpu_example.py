@@ -199,7 +199,9 @@ print(
 )
 print(
     f"throughput: {total['tokens'] / total['step']:,.0f} sampled completion tokens/s, {N * n / total['step']:,.1f} "
-    f"completions/s, {args.num_iterations * N * L * n / total['update']:,.0f} trained tokens/s in the update"
+    f"completions/s; update: {args.num_iterations * total['tokens'] / total['update']:,.0f} real completion tokens/s "
+    f"trained, {args.num_iterations * N * L * n / total['update']:,.0f} sequence positions/s through forward+backward "
+    "(prompt and padding after the end token included: what the MFU counts)"
 )
 if peak:
     print(

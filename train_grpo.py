@@ -26,6 +26,7 @@ split across DDP ranks sample exactly what one uninterrupted process would.
 """
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -58,6 +59,11 @@ from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
 from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
 from utils.tasks import TASKS, add_task_args, setup_rewards, total_reward
 
+TOP_K_REFUSED = (
+    "--top-k is not supported for training: the loss, the ratio and the KL need the log-probs of the distribution "
+    "the tokens were sampled from, and under top-k that is a truncated one the reference may give zero probability"
+)
+
 # -----------------------------------------------------------------------------
 # config
 
@@ -87,7 +93,7 @@ parser.add_argument(
     "--scale", choices=["group", "batch", "none"], default="group", help="advantage std normalisation, see grpo.py"
 )
 parser.add_argument("--temperature", type=positive(), default=1.0, help="sampling temperature (log-probs use the same)")
-parser.add_argument("--top-k", type=at_least(1), default=None, help="sample from the k most likely tokens only")
+parser.add_argument("--top-k", type=int, default=None, help=argparse.SUPPRESS)  # refused below, with the reason
 parser.add_argument(
     "--max-new-tokens", type=at_least(1), default=None, help="completion length cap (default: the task's)"
 )
@@ -99,11 +105,14 @@ parser.add_argument(
 )
 parser.add_argument("--grad-clip", type=positive(), default=1.0, help="clip the gradient's total 2-norm to this")
 add_run_args(parser, "grpo", torchrun=True)
+parser.add_argument("--debug-trace", default=None, help="tests: save per-update diagnostics and gradients here")
 add_model_args(parser)
 add_rm_args(
     parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)")
 )
 args = parser.parse_args()
+if args.top_k is not None:  # the loss needs log-probs of the distribution the tokens were sampled from
+    parser.error(TOP_K_REFUSED)
 args.out_dir = args.out_dir or os.path.join("out", args.task)
 args.steps = args.steps or TASKS[args.task].rl_steps
 if args.n_embd % args.n_head:
@@ -158,7 +167,7 @@ if args.resume:
     set_rng_state(ck["rng"])
     print0(f"resumed from {ckpt_path} at step {start_step}")
 
-sft_eval = task.evaluate(policy, tok, device) if master else {}
+sft_eval = task.evaluate(ref, tok, device) if master else {}  # pi_ref is the SFT policy, also after --resume
 print0(f"SFT policy ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")
 train_model = torch.compile(policy) if args.compile else policy
 if ddp:
@@ -188,11 +197,50 @@ def all_mean(x):
     return t.item() / world
 
 
+def all_sum(x):
+    """Sum of a float over DDP ranks (identity without DDP)."""
+    return all_mean(x) * world
+
+
+def token_mean(local_mean, n_local):
+    """The global token mean from each rank's masked mean over its n_local tokens (ranks' counts differ)."""
+    return all_sum(float(local_mean) * float(n_local)) / max(all_sum(float(n_local)), 1.0)
+
+
+def gather(values):
+    """All ranks' 1-D values concatenated in rank order, and this rank's offset in it (x, 0 without DDP)."""
+    local = torch.as_tensor(values, dtype=torch.float).flatten().cpu()
+    if not ddp:
+        return local, 0
+    parts = [None] * world
+    dist.all_gather_object(parts, local.tolist())
+    return torch.tensor([v for part in parts for v in part]), sum(len(part) for part in parts[:rank])
+
+
+trace = [] if args.debug_trace and master else None
+
+
+def trace_update(step, it, logp, old, mask, stats):
+    """--debug-trace (tests): what one update saw, and its gradient (all-reduced, before clipping)."""
+    if trace is None:
+        return
+    m = mask.bool()
+    trace.append(
+        {
+            "step": step,
+            "it": it,
+            "max_abs_logratio": (logp.detach() - old)[m].abs().max().item(),  # 0 when pi_theta == pi_old
+            "clip_frac": stats["clip_frac"].item(),
+            "grads": {n: p.grad.detach().clone() for n, p in policy.named_parameters() if p.grad is not None},
+        }
+    )
+
+
 def rollout(prompts, u):
     """Sample G completions for each prompt. Returns (seq (n*G, P+T), completions text, mask (n*G, T))."""
     idx = torch.tensor([tok.encode(p) for p in prompts for _ in range(G)], device=device)  # (n*G, P)
     with ctx:
-        out, _ = policy.generate(idx, T, temperature=args.temperature, top_k=args.top_k, eos_id=eos_id, uniforms=u)
+        out, _ = policy.generate(idx, T, temperature=args.temperature, eos_id=eos_id, uniforms=u)
     if eos_id is not None:
         mask = completion_mask(out, eos_id)  # (n*G, T) real tokens up to and including the end token
         texts = [tok.decode_completion(r) for r in out.tolist()]
@@ -230,17 +278,11 @@ for step in pbar:
         if sum(len(k) for _, k in draws) >= B:
             break
     first = draws[0][0]  # the first, unfiltered draw: its rewards are the honest on-policy figures
+    # no informative group in any draw: train on the first draw (advantages 0, the KL term alone)
     rows = [(d, b) for d, keep in draws for b in keep][:B] or [(first, b) for b in range(B)]
-    kept = len(rows)
     seq, mask, r = (torch.cat([d[k][b * G : (b + 1) * G] for d, b in rows]) for k in ("seq", "mask", "r"))
     # --- advantages, on the global batch of rewards so that "batch" scale sees every rank's rewards
-    if ddp:
-        gathered = [None] * world
-        dist.all_gather_object(gathered, r.tolist())
-        r_global = torch.tensor([x for part in gathered for x in part])
-        offset = sum(len(part) for part in gathered[:rank])
-    else:
-        r_global, offset = r, 0
+    r_global, offset = gather(r)  # (B_global*G,) the rewards trained on, every rank's
     adv = group_advantages(r_global, G, scale=args.scale)[offset : offset + r.numel()].to(device)  # (n*G,)
     # --- reference and old log-probs (no grad)
     with torch.no_grad(), ctx:
@@ -256,6 +298,8 @@ for step in pbar:
     for pg in optimizer.param_groups:
         pg["lr"] = lr
     losses, norms, last_stats, entropy, bad = [], [], {}, float("nan"), False
+    if args.num_iterations > 1:  # a NaN in update 2+ undoes the step's earlier updates too
+        saved = copy.deepcopy((policy.state_dict(), optimizer.state_dict()))
     for it in range(args.num_iterations):
         with ctx:  # through the DDP wrapper, so that backward all-reduces the gradients
             logp, logits = completion_logprobs(train_model, seq, task.prompt_len, args.temperature)  # (n*G, T)
@@ -277,19 +321,23 @@ for step in pbar:
         )
         if ddp and args.loss_type == "dapo":
             loss = loss * world  # DDP averages gradients over ranks; sum/global_count needs the sum
-        if step in args.debug_nan_steps:
+        if step in args.debug_nan_steps and it == args.debug_nan_update:
             loss = loss * float("nan")  # fault injection (tests only)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        trace_update(step, it, logp, old, mask, stats)
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
         step_bad = not (is_finite(loss.detach()) and is_finite(grad_norm))
         if ddp:  # every rank must agree to skip, or DDP ranks drift apart
             flag = torch.tensor(float(step_bad), device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             step_bad = bool(flag.item())
-        if step_bad:
-            optimizer.zero_grad(set_to_none=True)  # skip: the parameters and Adam state stay as they were
-            bad = True
+        if step_bad:  # skip the whole step: parameters and Adam state as they were before it
+            optimizer.zero_grad(set_to_none=True)
+            if it > 0:
+                policy.load_state_dict(saved[0])
+                optimizer.load_state_dict(saved[1])
+            losses, norms, last_stats, bad = [], [], {}, True
             break
         optimizer.step()
         losses.append(loss.item())
@@ -297,35 +345,40 @@ for step in pbar:
         last_stats = stats
     bad_streak = bad_streak + 1 if bad else 0
     # --- logging
+    # every column over the global batch (all ranks), as utils/metrics.py defines it: rewards and lengths
+    # of the first draw, token means of the batch trained on, tokens/s of everything sampled
     dt = time.time() - t_step
-    r0 = first["r"]
-    n_tok = float(mask.sum())
+    r0, _ = gather(first["r"])  # (B_global*G,)
+    n_trained = float(mask.sum())  # real tokens of the batch trained on (this rank)
     row = {
         "step": step,
-        "mean_r": all_mean(r0.mean().item()),
-        "std_r": all_mean(r0.std().item()),
-        "frac_zero_std": all_mean((r0.view(-1, G).std(dim=1) == 0).float().mean().item()),
-        "kl": all_mean(last_stats["kl"].item()) if last_stats else "",
-        "entropy": all_mean(entropy),
-        "clip_frac": all_mean(last_stats["clip_frac"].item()) if last_stats else "",
+        "mean_r": r0.mean().item(),
+        "std_r": r0.std().item(),
+        "frac_zero_std": (r0.view(-1, G).std(dim=1) == 0).float().mean().item(),
+        "kl": token_mean(last_stats["kl"], n_trained) if last_stats else "",
+        "entropy": token_mean(entropy, n_trained),
+        "clip_frac": token_mean(last_stats["clip_frac"], n_trained) if last_stats else "",
         "loss": all_mean(sum(losses) / len(losses)) if losses else "",
-        "grad_norm": all_mean(sum(norms) / len(norms)) if norms else "",
+        "grad_norm": sum(norms) / len(norms) if norms else "",  # of the all-reduced gradient: the same on every rank
         "lr": lr,
-        "len_mean": all_mean(n_tok / mask.size(0)),
+        "len_mean": gather(first["mask"].sum(1))[0].mean().item(),
         "time_s": time.time() - t_start,
-        "tokens_per_s": all_mean(n_tok / dt) * world,
+        "tokens_per_s": all_sum(sum(float(d["mask"].sum()) for d, _ in draws)) / dt,
         "skipped": int(bad),
-        "kept_groups": all_mean(kept) * world,
+        "kept_groups": int((r_global.view(-1, G).std(dim=1) > 0).sum()),  # informative groups trained on
     }
     for name in reward_names:
-        row[f"r_{name}"] = all_mean(sum(first["parts"][name]) / len(first["parts"][name]))
+        row[f"r_{name}"] = gather(first["parts"][name])[0].mean().item()
     if gold_fn is not None:
         gold = gold_fn([p for p in first["prompts"] for _ in range(G)], first["texts"])
-        row["gold_r"] = all_mean(sum(gold) / len(gold))
+        row["gold_r"] = gather(gold)[0].mean().item()
+    if trace is not None:
+        trace.append({"step": step, "r_first": r0, "r_trained": r_global, "kept_groups": row["kept_groups"]})
+        torch.save(trace, args.debug_trace)
     if master and (step % args.eval_every == 0 or step == args.steps):
         row.update(task.evaluate(policy, tok, device))
         comps = first["texts"]
-        write_samples(samples_path, step, [p for p in first["prompts"] for _ in range(G)], comps, r0.tolist())
+        write_samples(samples_path, step, [p for p in first["prompts"] for _ in range(G)], comps, first["r"].tolist())
     if master:
         logger.log(row)
         short = {k: f"{row[k]:.3f}" for k in ("mean_r", "kl", "entropy") if isinstance(row[k], float)}

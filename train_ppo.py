@@ -49,6 +49,7 @@ step's minibatch updates), plus
 """
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -108,7 +109,7 @@ parser.add_argument("--clip-value", type=positive(), default=0.2, help="value cl
 parser.add_argument("--vf-coef", type=positive(), default=0.1, help="weight of the value loss in the total loss")
 parser.add_argument("--no-whiten", action="store_true", help="do not whiten the advantages over the batch")
 parser.add_argument("--temperature", type=positive(), default=1.0, help="sampling temperature (log-probs use the same)")
-parser.add_argument("--top-k", type=at_least(1), default=None, help="sample from the k most likely tokens only")
+parser.add_argument("--top-k", type=int, default=None, help=argparse.SUPPRESS)  # refused below, with the reason
 parser.add_argument(
     "--max-new-tokens", type=at_least(1), default=None, help="completion length cap (default: the task's)"
 )
@@ -119,6 +120,11 @@ add_rm_args(
     parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)")
 )
 args = parser.parse_args()
+if args.top_k is not None:  # the same reason as train_grpo.py's
+    parser.error(
+        "--top-k is not supported for training: the loss, the ratio and the KL need the log-probs of the "
+        "distribution the tokens were sampled from, and under top-k that is a truncated one"
+    )
 args.out_dir = args.out_dir or os.path.join("out", args.task)
 args.steps = args.steps or TASKS[args.task].rl_steps
 if args.n_embd % args.n_head:
@@ -208,7 +214,7 @@ def rollout(prompts, u):
     """Sample G completions for each prompt. Returns (seq (B*G, P+T), completions text, mask (B*G, T))."""
     idx = torch.tensor([tok.encode(p) for p in prompts for _ in range(G)], device=device)  # (B*G, P)
     with ctx:
-        out, _ = policy.generate(idx, T, temperature=args.temperature, top_k=args.top_k, eos_id=eos_id, uniforms=u)
+        out, _ = policy.generate(idx, T, temperature=args.temperature, eos_id=eos_id, uniforms=u)
     if eos_id is not None:
         mask = completion_mask(out, eos_id)  # (B*G, T) real tokens up to and including the end token
         texts = [tok.decode_completion(r) for r in out.tolist()]
@@ -254,8 +260,10 @@ for step in pbar:
     for opt, peak in ((optimizer, args.lr), (value_optimizer, args.value_lr)):
         for pg in opt.param_groups:
             pg["lr"] = peak * lr_frac
-    losses, norms, bad = [], [], False
+    losses, norms, bad, n_tried = [], [], False, 0
     sums = {k: 0.0 for k in ("clip_frac", "value_loss", "approx_kl", "pg_loss")}
+    # a NaN in a later minibatch undoes the step's earlier updates too: the step is skipped as a whole
+    saved = copy.deepcopy([m.state_dict() for m in (policy, value_model, optimizer, value_optimizer)])
     for _epoch in range(args.update_epochs):
         perm = torch.randperm(N, generator=g).to(device)  # drawn from the step's generator: resumable
         for start in range(0, N, mb_size):
@@ -275,8 +283,9 @@ for step in pbar:
                 clip_value=args.clip_value,
                 vf_coef=args.vf_coef,
             )
-            if step in args.debug_nan_steps:
+            if step in args.debug_nan_steps and n_tried == args.debug_nan_update:
                 loss = loss * float("nan")  # fault injection (tests only)
+            n_tried += 1
             optimizer.zero_grad(set_to_none=True)
             value_optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -284,9 +293,12 @@ for step in pbar:
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
             value_grad_norm = torch.nn.utils.clip_grad_norm_(value_model.parameters(), args.grad_clip)
             if not (is_finite(loss.detach()) and is_finite(grad_norm) and is_finite(value_grad_norm)):
-                optimizer.zero_grad(set_to_none=True)  # skip: parameters and Adam states stay as they were
+                optimizer.zero_grad(set_to_none=True)
                 value_optimizer.zero_grad(set_to_none=True)
-                bad = True
+                for m, state in zip((policy, value_model, optimizer, value_optimizer), saved, strict=True):
+                    m.load_state_dict(state)  # parameters and Adam states as they were before the step
+                losses, norms, bad = [], [], True
+                sums = {k: 0.0 for k in sums}
                 break
             optimizer.step()
             value_optimizer.step()

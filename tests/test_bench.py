@@ -144,3 +144,55 @@ def test_phase_timer_on_cpu():
     t = timer.read()
     assert list(t) == ["a", "b"] and t["a"] >= 0.01 and t["b"] < t["a"]
     assert timer.read() == {}  # read() starts the next step afresh
+
+
+# -----------------------------------------------------------------------------
+# FLOP counts and MFU arithmetic, against a counter and a hand count
+
+
+def counted_flops(fn):
+    """FLOPs of the matmuls fn runs (torch's FlopCounterMode; on a CPU it counts aten.mm, not SDPA)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def test_flops_per_token_matches_counted_matmuls_and_hand_counted_attention():
+    """6N from counting every matmul of a forward + backward; 12*L*H*Q*T from a hand-written attention."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=11, block_size=24, n_layer=2, n_head=2, n_embd=16)
+    model, B, T = GPT(cfg), 3, 20
+    x = torch.randint(0, 11, (B, T))
+    mm = counted_flops(lambda: model(x)[0].sum().backward())  # the linear layers and the tied lm_head
+    assert mm == 6 * (2 * (16 * 48 + 16 * 16 + 16 * 64 + 64 * 16) + 11 * 16) * B * T  # 6 x matmul weights x tokens
+    # attention: q @ k^T and att @ v, forward + backward, per layer (what SDPA does, written out)
+    q, k, v = (torch.randn(B, 2, T, 8, requires_grad=True) for _ in range(3))  # (B, nh, T, hs)
+    att = counted_flops(lambda: ((q @ k.transpose(-2, -1)).softmax(-1) @ v).sum().backward())
+    n_ln = sum(p.numel() for n, p in model.named_parameters() if ".ln_" in n or "ln_f" in n)  # counted in 6N, no matmul
+    assert model.flops_per_token(T) * B * T == mm + cfg.n_layer * att + 6 * n_ln * B * T
+
+
+def test_step_flops_and_mfu_arithmetic():
+    """bench's GRPO row: the update is a counted forward + backward over N x (P+T-1) positions, the step
+    5/3 of it (rollout and reference: a forward each), and the ratios divide those by the measured time."""
+    import argparse
+
+    from utils.tasks import ShakespeareTask
+
+    task = ShakespeareTask()
+    tok = bench.CharTokenizer(task.chars)
+    shape = (1, 32, 2, 2, 2, 4)  # n_layer, n_embd, n_head, B, G, T
+    args = argparse.Namespace(repeats=1, seed=0)
+    row = bench.bench_grpo(shape, task, tok, args, "cpu", bench.nullcontext(), matmul=1e9, peak=1e12)
+    model = GPT(GPTConfig(block_size=task.prompt_len + 4, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32))
+    N, L = 4, task.prompt_len + 4 - 1
+    update = model.flops_per_token(L) * N * L
+    assert bench.step_flops(model, N, task.prompt_len, 4) == (update * 5 / 3, update)
+    assert row["gflop"] == pytest.approx(update * 5 / 3 / 1e9)
+    assert row["of_matmul"] == pytest.approx(update * 5 / 3 / row["step_s"] / 1e9)
+    assert row["mfu"] == pytest.approx(update * 5 / 3 / row["step_s"] / 1e12)
+    assert row["update_mfu"] == pytest.approx(update / row["phases"]["update"] / 1e12)
+    assert row["step_s"] == pytest.approx(sum(row["phases"].values()))

@@ -313,3 +313,41 @@ def test_resume_refuses_other_flags(tmp_path, capsys):
     err = exits_2(capsys, flags(tmp_path, "--resume", "--batch-size", 8), "does not match the flags")
     assert "batch_size=16" in err
     exits_2(capsys, flags(tmp_path, "--resume", "--use-lora"), "use_lora=False")
+
+
+def test_a_step_raises_log_pi_of_good_actions_and_lowers_bad_ones():
+    """The policy gradient's direction: after one small step (beta 0, no entropy term), the sampled
+    predictions with positive advantage became more likely and those with negative advantage less."""
+    args, policy, ref, opt, params, x, labels, tf, ref_logits, attrs, u = setup_step(
+        "--lr", "1e-4", "--beta", "0", "--entropy-weight", "0"
+    )
+    G = u.size(1)
+
+    def logp_of(actions):
+        with torch.no_grad():
+            logits = cg.class_logits(policy, x, tf, args.temperature, cg.nullcontext())  # (B, C)
+        return F.log_softmax(logits, -1).repeat_interleave(G, 0).gather(1, actions[:, None]).squeeze(1)  # (N,)
+
+    with torch.no_grad():
+        actions = cg.sample_actions(cg.class_logits(policy, x, tf, args.temperature, cg.nullcontext()), u)  # (N,)
+    adv = group_advantages(cg.rewards_for(actions, labels.repeat_interleave(G), attrs, args.smooth_rewards), G)
+    assert (adv > 0).any() and (adv < 0).any()
+    before = logp_of(actions)
+    _, bad = cg.grpo_step(policy, opt, params, x, labels, tf, ref_logits, attrs, u, args, cg.nullcontext())
+    assert not bad
+    delta = logp_of(actions) - before  # (N,)
+    assert delta[adv > 0].mean() > 0 > delta[adv < 0].mean()
+    assert (adv * delta).sum() > 0  # the surrogate A * log pi went up
+
+
+def test_nan_in_the_second_update_undoes_the_first():
+    """mu = 2 and a NaN at the second update: the step is skipped whole, parameters and AdamW state as before."""
+    args, policy, ref, opt, params, x, labels, tf, ref_logits, attrs, u = setup_step("--num-iterations", "2")
+    cg.grpo_step(policy, opt, params, x, labels, tf, ref_logits, attrs, u, args, cg.nullcontext())  # Adam has state
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    opt_before = {i: {k: v.clone() for k, v in s.items()} for i, s in opt.state_dict()["state"].items()}
+    _, bad = cg.grpo_step(policy, opt, params, x, labels, tf, ref_logits, attrs, u, args, cg.nullcontext(), nan=1)
+    assert bad
+    assert all(torch.equal(v, policy.state_dict()[k]) for k, v in before.items())
+    after = opt.state_dict()["state"]
+    assert all(torch.equal(v, after[i][k]) for i, s in opt_before.items() for k, v in s.items())

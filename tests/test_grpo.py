@@ -215,6 +215,91 @@ def test_clipped_ratio_gets_no_gradient():
     assert logp.grad[0, 1] != 0  # ratio 0.5 with A > 0: the unclipped branch is the min
 
 
+def test_defaults_are_the_papers():
+    """clip_eps 0.2, beta 0.04 (DeepSeekMath section 4.2) and the paper's per-completion token mean."""
+    logp, old, ref, adv, mask = random_batch()
+    default, _ = grpo_loss(logp, old, ref, adv, mask)
+    explicit, _ = grpo_loss(logp, old, ref, adv, mask, clip_eps=0.2, clip_eps_high=0.2, beta=0.04, loss_type="grpo")
+    assert default.item() == explicit.item()
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dapo", "dr_grpo"])
+def test_one_real_token_and_empty_batch(loss_type):
+    """A batch with a single real token: its per-token term, divided by 1 (by N * T for dr_grpo); a batch
+    with no real token at all: 0, not NaN (the count is clamped to 1, not to anything larger)."""
+    logp, old, ref, adv, _ = random_batch()
+    mask = torch.zeros(6, 5)
+    mask[3, 0] = 1.0
+    loss, _ = grpo_loss(logp, old, ref, adv, mask, loss_type=loss_type)
+    term = loop_loss(logp.tolist(), old.tolist(), ref.tolist(), adv.tolist(), mask.tolist(), 0.2, 0.2, 0.04, "bnpo", 5)
+    expected = {"grpo": term / 6, "bnpo": term, "dapo": term, "dr_grpo": term / (6 * 5)}[loss_type]
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss, stats = grpo_loss(logp, old, ref, adv, torch.zeros(6, 5), loss_type=loss_type)
+    assert loss.item() == 0.0 and all(v.item() == 0.0 for v in stats.values())
+
+
+def test_stats_match_loop():
+    """Every diagnostic is a masked mean over the real tokens, counted one token at a time."""
+    logp, old, ref, adv, mask = random_batch(spread=0.8)
+    _, stats = grpo_loss(logp, old, ref, adv, mask, clip_eps=0.2, clip_eps_high=0.28)
+    kl = low = high = ratio_sum = pg = n = 0.0
+    for i in range(6):
+        for t in range(5):
+            if mask[i, t] == 0:
+                continue
+            ratio = math.exp(logp[i, t].item() - old[i, t].item())
+            a = adv[i].item()
+            d = ref[i, t].item() - logp[i, t].item()
+            kl += math.exp(d) - d - 1
+            low += ratio < 0.8 and a < 0
+            high += ratio > 1.28 and a > 0
+            ratio_sum += ratio
+            pg += -min(ratio * a, min(max(ratio, 0.8), 1.28) * a)
+            n += 1
+    assert low > 0 and high > 0  # the batch exercises both clips
+    expected = {"kl": kl, "clip_frac_low": low, "clip_frac_high": high, "clip_frac": low + high}
+    expected |= {"ratio_mean": ratio_sum, "pg_loss": pg}
+    assert set(stats) == set(expected)
+    for k, v in expected.items():
+        assert stats[k].item() == pytest.approx(v / n, rel=1e-5, abs=1e-6), k
+
+
+def exact_log(r):
+    """A float32 x with torch.exp(x) == r exactly, so that a ratio can sit exactly on a clip boundary."""
+    x = torch.tensor(math.log(r))
+    for _ in range(8):
+        e = torch.exp(x).item()
+        if e == r:
+            return x.item()
+        x = torch.nextafter(x, torch.tensor(math.inf if e < r else -math.inf))
+    raise AssertionError(f"no float32 log of {r}")
+
+
+def test_clip_frac_hand_computed():
+    """A token is clipped only when its ratio left [1 - eps, 1 + eps] (a closed range) in the direction its
+    advantage pushes: then, and only then, it gets no policy gradient. One token per completion."""
+    rows = [  # (ratio, advantage, clipped)
+        (0.5, 0.0, None),  # A = 0 (a group of equal rewards): nothing to clip
+        (1.5, 0.0, None),
+        (0.5, 0.5, None),  # A > 0 and the ratio fell: the unclipped branch is the min
+        (1.5, -0.5, None),  # A < 0 and the ratio rose: likewise
+        (0.75, -1.0, None),  # exactly on the lower boundary: inside, full gradient
+        (1.25, 1.0, None),  # exactly on the upper boundary
+        (0.5, -1.0, "low"),
+        (1.5, 1.0, "high"),
+    ]
+    logp = torch.tensor([[exact_log(r)] for r, _, _ in rows], requires_grad=True)
+    A = torch.tensor([a for _, a, _ in rows])
+    zeros = torch.zeros(len(rows), 1)
+    loss, stats = grpo_loss(logp, zeros, zeros, A, torch.ones(len(rows), 1), clip_eps=0.25, beta=0.0)
+    loss.backward()
+    assert stats["clip_frac_low"].item() == pytest.approx(1 / 8)
+    assert stats["clip_frac_high"].item() == pytest.approx(1 / 8)
+    assert stats["clip_frac"].item() == pytest.approx(2 / 8)
+    expected = [0.0 if c else -a * r / 8 for r, a, c in rows]  # d/dlogp of -A * ratio, mean over 8
+    assert torch.allclose(logp.grad.flatten(), torch.tensor(expected), atol=1e-7)
+
+
 def test_unknown_loss_type():
     logp, old, ref, adv, mask = random_batch()
     with pytest.raises(ValueError, match="loss_type"):

@@ -1,10 +1,14 @@
 """model.py: KV-cache sampling equals full recompute, log-probs agree with the training forward."""
 
+import math
+
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from grpo import completion_mask
-from model import GPT, CharTokenizer, GPTConfig, completion_logprobs
+from model import GPT, CausalSelfAttention, CharTokenizer, GPTConfig, ValueModel, completion_logprobs
 
 
 def tiny(block_size=24, seed=0):
@@ -90,5 +94,135 @@ def test_tokenizer_roundtrip():
     tok = CharTokenizer("0123456789+=")
     ids = tok.encode("12+3=") + [tok.eos_id, 1]
     assert tok.decode(ids) == "12+3=|0" and tok.decode_completion(ids) == "12+3=|"
+    assert tok.chars == "+0123456789=" and tok.eos_id == 12 and tok.vocab_size == 13  # ids 0..11, then the end
     with pytest.raises(AssertionError):
         CharTokenizer("a|b")
+
+
+# -----------------------------------------------------------------------------
+# the forward against a plain re-implementation, sizes, init, dropout, value model
+
+
+def loop_forward(model, idx):
+    """The GPT forward written out from its weights: one head and one position at a time, float64."""
+    w = {k: v.double() for k, v in model.state_dict().items()}
+    cfg = model.config
+    C, H = cfg.n_embd, cfg.n_head
+    hs = C // H
+    ln = lambda x, name: F.layer_norm(x, (C,), w[name + ".weight"], w[name + ".bias"])
+    B, T = idx.shape
+    x = w["transformer.wte.weight"][idx] + w["transformer.wpe.weight"][:T]  # (B, T, C)
+    for layer in range(cfg.n_layer):
+        p = f"transformer.h.{layer}."
+        q, k, v = (ln(x, p + "ln_1") @ w[p + "attn.c_attn.weight"].T).split(C, dim=2)
+        y = torch.zeros_like(x)
+        for b in range(B):
+            for h in range(H):
+                heads = slice(h * hs, (h + 1) * hs)
+                for t in range(T):  # position t attends to positions 0..t
+                    scores = [q[b, t, heads] @ k[b, s, heads] / math.sqrt(hs) for s in range(t + 1)]
+                    att = torch.softmax(torch.stack(scores), 0)
+                    y[b, t, heads] = sum(att[s] * v[b, s, heads] for s in range(t + 1))
+        x = x + y @ w[p + "attn.c_proj.weight"].T
+        x = x + F.gelu(ln(x, p + "ln_2") @ w[p + "mlp.c_fc.weight"].T) @ w[p + "mlp.c_proj.weight"].T
+    return ln(x, "transformer.ln_f") @ w["transformer.wte.weight"].T  # tied: the output matrix is wte
+
+
+def test_forward_matches_loop():
+    model = tiny()
+    idx = torch.randint(0, 11, (2, 6))
+    logits, loss = model(idx)
+    assert loss is None and logits.shape == (2, 6, 11)
+    assert torch.allclose(logits.double(), loop_forward(model, idx), atol=1e-4)
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_forward_loss_is_cross_entropy_ignoring_minus_one():
+    model = tiny()
+    idx = torch.randint(0, 11, (2, 6))
+    targets = torch.randint(0, 11, (2, 6))
+    targets[0, :3] = -1  # e.g. the prompt in SFT: not predicted
+    targets[1, 0] = 1
+    logits, loss = model(idx, targets)
+    nll = [
+        -torch.log_softmax(logits[b, t], -1)[targets[b, t]] for b in range(2) for t in range(6) if targets[b, t] >= 0
+    ]
+    assert loss.item() == pytest.approx(torch.stack(nll).mean().item(), rel=1e-5)
+
+
+def test_logprobs_default_temperature_and_wrapper():
+    """GPT.logprobs is completion_logprobs; the default temperature is 1: plain log-softmax of the logits."""
+    model = tiny()
+    seq = torch.randint(0, 11, (3, 9))
+    logits, _ = model(seq[:, :-1])
+    expected = torch.stack(
+        [torch.log_softmax(logits[:, 3 + t], -1).gather(-1, seq[:, 4 + t, None])[:, 0] for t in range(5)], 1
+    )
+    for lp, _ in (model.logprobs(seq, 4), completion_logprobs(model, seq, 4)):
+        assert torch.allclose(lp, expected, atol=1e-5)
+    lp, lg = model.logprobs(seq, 4, temperature=0.5)
+    lp2, lg2 = completion_logprobs(model, seq, 4, temperature=0.5)
+    assert torch.equal(lp, lp2) and torch.equal(lg, lg2) and torch.allclose(lg, logits[:, 3:] / 0.5)
+
+
+def test_num_params_and_flops_hand_computed():
+    """No biases in the linear layers (nanoGPT), the embedding counted once (tied), LayerNorms with both."""
+    model = GPT(GPTConfig(block_size=24, vocab_size=11, n_layer=2, n_head=2, n_embd=32))
+    C = 32
+    per_block = 2 * C + 3 * C * C + C * C + 2 * C + 4 * C * C + 4 * C * C  # ln_1, c_attn, c_proj, ln_2, mlp
+    assert model.num_params() == 11 * C + 24 * C + 2 * per_block + 2 * C == 26016
+    # PaLM appendix B: 6 * (params without the position embedding) + 12 * L * H * Q * T
+    assert model.flops_per_token(10) == 6 * (26016 - 24 * C) + 12 * 2 * 2 * 16 * 10 == 159168
+
+
+def test_init_gpt2():
+    """Linear and embedding weights ~ N(0, 0.02); residual projections (c_proj) ~ N(0, 0.02 / sqrt(2 L))."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig())  # n_layer 3, n_embd 128: 8k to 65k numbers per matrix
+    for name, p in model.named_parameters():
+        if p.dim() == 1:  # LayerNorm: PyTorch's ones and zeros
+            assert torch.equal(p, torch.ones_like(p) if name.endswith("weight") else torch.zeros_like(p)), name
+            continue
+        std = 0.02 / math.sqrt(2 * 3) if name.endswith("c_proj.weight") else 0.02
+        assert abs(p.mean().item()) < 0.05 * std, name
+        assert p.std().item() == pytest.approx(std, rel=0.05), name
+
+
+def test_attention_dropout_only_in_training():
+    """Attention-probability dropout in train mode; none in eval mode (generate runs in eval mode)."""
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(GPTConfig(n_embd=32, n_head=2, dropout=0.5))
+    attn.resid_dropout = nn.Identity()  # isolate the dropout inside scaled_dot_product_attention
+    x = torch.randn(2, 6, 32)
+    attn.eval()
+    assert torch.equal(attn(x)[0], attn(x)[0])
+    attn.train()
+    assert not torch.equal(attn(x)[0], attn(x)[0])
+
+
+def test_longer_than_block_size_is_refused():
+    model = tiny(block_size=8)
+    with pytest.raises(AssertionError, match="length 9 > block_size 8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_value_model_starts_at_zero_and_sees_the_state_before_each_token():
+    """V(s_t) for t = 0..T-1: position t sees the prompt and o_<t, never o_t itself or anything later."""
+    model = ValueModel(tiny())
+    seq = torch.randint(0, 10, (3, 4 + 5))
+    assert torch.equal(model(seq, 4), torch.zeros(3, 5))  # zero-initialised head
+    with torch.no_grad():
+        model.v_head.weight.normal_()
+        model.v_head.bias.fill_(0.3)
+    v = model(seq, 4)
+    assert v.shape == (3, 5)
+    changed = seq.clone()
+    changed[:, 4 + 2] = 10  # o_2
+    v2 = model(changed, 4)
+    assert torch.equal(v2[:, :3], v[:, :3]) and (v2[:, 3:] != v[:, 3:]).all()
+    changed = seq.clone()
+    changed[:, -1] = 10  # the last completion token: no state after it is valued
+    assert torch.equal(model(changed, 4), v)
+    changed = seq.clone()
+    changed[:, 3] = 10  # the last prompt token: seen by every state
+    assert (model(changed, 4) != v).all()

@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import ROOT, TINY, run
 
-from ppo import explained_variance, gae, masked_whiten, per_token_rewards, ppo_loss
+from ppo import explained_variance, gae, masked_mean, masked_whiten, per_token_rewards, ppo_loss
 from utils.ckpt import load_checkpoint
 
 # -----------------------------------------------------------------------------
@@ -42,7 +42,7 @@ def loop_gae(rewards, values, lengths, gamma, lam):
 
 
 def loop_ppo_loss(logp, old, values, old_values, adv, ret, lengths, clip_eps, clip_value, vf_coef):
-    pg, vl, kl, clipped, n = 0.0, 0.0, 0.0, 0.0, 0
+    pg, vl, kl, clipped, ratio_sum, n = 0.0, 0.0, 0.0, 0.0, 0.0, 0
     for i in range(len(logp)):
         for t in range(lengths[i]):
             ratio = math.exp(logp[i][t] - old[i][t])
@@ -53,12 +53,17 @@ def loop_ppo_loss(logp, old, values, old_values, adv, ret, lengths, clip_eps, cl
             vl += 0.5 * max((v - r) ** 2, (v_clip - r) ** 2)
             kl += (ratio - 1) - math.log(ratio)
             clipped += float((ratio > 1 + clip_eps and a > 0) or (ratio < 1 - clip_eps and a < 0))
+            ratio_sum += ratio
             n += 1
+    real = [(values[i][t], ret[i][t]) for i in range(len(logp)) for t in range(lengths[i])]
+    var = lambda xs: sum((x - sum(xs) / len(xs)) ** 2 for x in xs) / len(xs)  # population variance
     return pg / n + vf_coef * vl / n, {
         "pg_loss": pg / n,
         "value_loss": vl / n,
         "approx_kl": kl / n,
         "clip_frac": clipped / n,
+        "ratio_mean": ratio_sum / n,
+        "explained_var": 1 - var([r - v for v, r in real]) / var([r for _, r in real]),
     }
 
 
@@ -210,6 +215,88 @@ def test_ppo_loss_gradcheck():
     adv, ret = torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(6, 5, generator=g, dtype=torch.float64)
     f = lambda lp, vv: ppo_loss(lp, old, vv, values.double(), adv, ret, mask.double())[0]
     assert torch.autograd.gradcheck(f, (logp, v))
+
+
+def test_defaults():
+    """The documented defaults: kl_coef 0.05, gamma 1, lam 0.95, clip 0.2 for ratio and value, vf_coef 0.1."""
+    rewards, values, _, mask = batch(seed=8)
+    g = torch.Generator().manual_seed(9)
+    logp, ref = -torch.rand(6, 5, generator=g), -torch.rand(6, 5, generator=g)
+    scores = torch.rand(6, generator=g)
+    assert torch.equal(
+        per_token_rewards(scores, logp, ref, mask)[0], per_token_rewards(scores, logp, ref, mask, 0.05)[0]
+    )
+    for a, b in zip(gae(rewards, values, mask), gae(rewards, values, mask, gamma=1.0, lam=0.95), strict=True):
+        assert torch.equal(a, b)
+    new_logp, new_values = logp + 0.3 * torch.randn(6, 5, generator=g), values + 0.3 * torch.randn(6, 5, generator=g)
+    args = (new_logp, logp, new_values, values, rewards, rewards, mask)
+    loss = ppo_loss(*args)[0]
+    assert loss.item() == ppo_loss(*args, clip_eps=0.2, clip_value=0.2, vf_coef=0.1)[0].item()
+
+
+def test_per_token_rewards_one_token_completion_and_integer_scores():
+    """A completion that is only its end token gets its score on token 0; integer or float64 scores are
+    cast to the rewards' dtype."""
+    logp = torch.tensor([[-1.0, -2.0], [-1.0, -1.0]])
+    mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    for scores in (torch.tensor([3, 2]), torch.tensor([3.0, 2.0], dtype=torch.float64)):
+        rewards, _ = per_token_rewards(scores, logp, logp, mask)
+        assert rewards.dtype == torch.float32
+        assert torch.equal(rewards, torch.tensor([[3.0, 0.0], [0.0, 2.0]]))
+
+
+def test_gae_stays_on_the_inputs_device():
+    """gae makes its zeros on the inputs' device. The meta device stands in for a GPU: like CUDA, it
+    refuses to mix with a CPU tensor, so a tensor made on the default device would fail here."""
+    rewards, values, _, mask = batch()
+    adv, ret = gae(rewards.to("meta"), values.to("meta"), mask.to("meta"))
+    assert adv.device.type == ret.device.type == "meta" and adv.shape == ret.shape == (6, 5)
+
+
+def test_masked_mean_hand_computed():
+    x = torch.tensor([[1.0, 2.0, 30.0], [4.0, 50.0, 60.0]])
+    assert masked_mean(x, torch.tensor([[1, 1, 0], [1, 0, 0]])).item() == pytest.approx(7 / 3)
+    assert masked_mean(x, torch.tensor([[0, 0, 0], [1, 0, 0]])).item() == 4.0  # one real token: itself
+    assert masked_mean(x, torch.zeros(2, 3)).item() == 0.0  # no real token: 0, not NaN
+
+
+def test_explained_variance_small_targets_hand_computed():
+    """Targets with a variance well below 1 (the scale of a 0/1 task score): var 0.05, residual var 0.01."""
+    target = torch.tensor([[0.0, 0.2, 0.4, 0.6, 9.0]])
+    pred = target + torch.tensor([[0.1, -0.1, 0.1, -0.1, -5.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])  # the last column is padding
+    assert explained_variance(pred, target, mask).item() == pytest.approx(1 - 0.01 / 0.05, abs=1e-5)
+    assert explained_variance(target, target, mask).item() == pytest.approx(1.0)
+
+
+def exact_log(r):
+    """A float32 x with torch.exp(x) == r exactly, so that a ratio can sit exactly on a clip boundary."""
+    x = torch.tensor(math.log(r))
+    for _ in range(8):
+        e = torch.exp(x).item()
+        if e == r:
+            return x.item()
+        x = torch.nextafter(x, torch.tensor(math.inf if e < r else -math.inf))
+    raise AssertionError(f"no float32 log of {r}")
+
+
+def test_clip_fracs_hand_computed():
+    """clip_frac counts the tokens whose ratio left the closed range [1 - eps, 1 + eps] in the direction
+    their advantage pushes (no policy gradient); a token with A = 0 or exactly on a boundary is not one.
+    value_clip_frac counts |V - V_old| > clip_value, strictly."""
+    ratios = [0.5, 1.5, 0.5, 1.5, 0.75, 1.25, 0.5, 1.5]
+    A = torch.tensor([[0.0, 0.0, 0.5, -0.5, -1.0, 1.0, -1.0, 1.0]])
+    logp = torch.tensor([[exact_log(r) for r in ratios]], requires_grad=True)
+    old_values = torch.full((1, 8), 0.5)
+    values = torch.tensor([[0.5, 0.5, 0.75, 0.25, 1.0, 0.0, 0.5, 0.5]])  # 0.25 away: on the boundary
+    zeros = torch.zeros(1, 8)
+    loss, stats = ppo_loss(logp, zeros, values, old_values, A, zeros, torch.ones(1, 8), clip_eps=0.25, clip_value=0.25)
+    loss.backward()
+    assert stats["clip_frac"].item() == pytest.approx(2 / 8)
+    assert stats["value_clip_frac"].item() == pytest.approx(2 / 8)
+    expected = [-a * r / 8 for r, a in zip(ratios, A[0].tolist(), strict=True)]
+    expected[6:] = [0.0, 0.0]  # the two clipped tokens
+    assert torch.allclose(logp.grad.flatten(), torch.tensor(expected), atol=1e-7)
 
 
 # -----------------------------------------------------------------------------

@@ -184,3 +184,6 @@ def add_run_args(parser, method, torchrun=False):
     parser.add_argument(
         "--debug-nan-steps", type=int, nargs="*", default=[], help="fault injection for tests: NaN loss at these steps"
     )
+    parser.add_argument(
+        "--debug-nan-update", type=int, default=0, help="fault injection: at this update of those steps"
+    )

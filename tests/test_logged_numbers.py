@@ -1,0 +1,147 @@
+"""Every logged number means what utils/metrics.py says, and each option does what it claims.
+
+Most tests read train_grpo.py's --debug-trace: per update, how far pi_theta was from pi_old and the
+gradient before clipping; per step, the rewards of the first draw and of the batch trained on.
+"""
+
+import csv
+import json
+
+import pytest
+import torch
+from conftest import TINY, run
+
+from model import GPT, GPTConfig, ValueModel, completion_logprobs
+from utils.ckpt import load_checkpoint
+
+SMALL = ["--batch-size", 4, "--group-size", 4, "--eval-every", 2, "--no-progress", *TINY]
+G = 4
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def trace_of(path):
+    t = torch.load(path, weights_only=True)
+    return [x for x in t if "it" in x], [x for x in t if "r_trained" in x]  # (updates, steps)
+
+
+def test_resume_reports_the_sft_policy_as_sft(sft_dir):
+    """grpo_summary.json's sft_eval is the SFT policy's, also when the run was resumed from step 4."""
+    log, flags = sft_dir / "g.csv", ["--lr", 1e-2, "--ckpt-every", 2, *SMALL]
+    assert run("train_grpo.py", "--steps", 4, "--out-dir", sft_dir, "--log", log, *flags).returncode == 0
+    first = json.load(open(sft_dir / "grpo_summary.json"))
+    assert first["final_eval"] != first["sft_eval"]  # the policy at step 4 is not the SFT policy
+    p = run("train_grpo.py", "--steps", 6, "--out-dir", sft_dir, "--log", log, "--resume", *flags)
+    assert p.returncode == 0, p.stderr
+    resumed = json.load(open(sft_dir / "grpo_summary.json"))
+    assert resumed["sft_eval"] == first["sft_eval"]
+    assert f"held-out: {first['sft_eval']}" in p.stdout and f"SFT {first['sft_eval']} -> GRPO" in p.stdout
+
+
+def test_mu_gt_1_ratio_is_against_pi_old_and_the_clip_acts(sft_dir):
+    """With mu = 2: the first update of every step sees pi_theta == pi_old (ratio 1, nothing clipped);
+    the second sees the moved policy, and with a large lr the clip acts."""
+    tr = sft_dir / "trace.pt"
+    flags = ["--steps", 4, "--num-iterations", 2, "--lr", 1e-2, "--debug-trace", tr, *SMALL]
+    p = run("train_grpo.py", "--out-dir", sft_dir, "--log", sft_dir / "g.csv", *flags)
+    assert p.returncode == 0, p.stderr
+    updates, _ = trace_of(tr)
+    assert [(u["step"], u["it"]) for u in updates] == [(s, i) for s in (1, 2, 3, 4) for i in (0, 1)]
+    for u in updates:
+        if u["it"] == 0:  # ratio == 1 exactly: the policy has not moved since it sampled
+            assert u["max_abs_logratio"] < 1e-6 and u["clip_frac"] == 0, u
+    assert all(u["max_abs_logratio"] > 1e-3 for u in updates if u["it"] == 1)
+    assert any(u["clip_frac"] > 0 for u in updates if u["it"] == 1)
+    assert any(float(r["clip_frac"]) > 0 for r in rows(sft_dir / "g.csv"))
+
+
+def test_mu_1_never_clips(sft_dir):
+    p = run("train_grpo.py", "--steps", 3, "--lr", 1e-2, "--out-dir", sft_dir, "--log", sft_dir / "g.csv", *SMALL)
+    assert p.returncode == 0, p.stderr
+    assert all(float(r["clip_frac"]) == 0 for r in rows(sft_dir / "g.csv"))
+
+
+def test_dynamic_sampling_trains_only_on_informative_groups(sft_dir):
+    tr, log = sft_dir / "trace.pt", sft_dir / "g.csv"
+    flags = ["--steps", 6, "--dynamic-sampling", "--debug-trace", tr, *SMALL]
+    p = run("train_grpo.py", "--out-dir", sft_dir, "--log", log, *flags)
+    assert p.returncode == 0, p.stderr
+    _, steps = trace_of(tr)
+    assert any((s["r_first"].view(-1, G).std(dim=1) == 0).any() for s in steps), "nothing to drop: a weak test"
+    for s, row in zip(steps, rows(log), strict=True):
+        informative = s["r_trained"].view(-1, G).std(dim=1) > 0  # (groups trained on,)
+        if informative.any():  # else the fallback: no informative group in any draw, advantages all 0
+            assert informative.all(), s
+        assert int(row["kept_groups"]) == int(informative.sum()) == s["kept_groups"]
+        # mean_r, std_r, len_mean: the first, unfiltered draw
+        assert float(row["mean_r"]) == pytest.approx(s["r_first"].mean().item(), abs=1e-5)
+        assert float(row["std_r"]) == pytest.approx(s["r_first"].std().item(), abs=1e-5)
+
+
+def test_without_dynamic_sampling_kept_groups_counts_informative_groups(sft_dir):
+    log = sft_dir / "g.csv"
+    assert run("train_grpo.py", "--steps", 3, "--out-dir", sft_dir, "--log", log, *SMALL).returncode == 0
+    for r in rows(log):
+        assert int(r["kept_groups"]) == round(4 * (1 - float(r["frac_zero_std"])))
+
+
+@pytest.mark.parametrize("script", ["train_grpo.py", "train_ppo.py"])
+def test_nan_in_a_later_update_undoes_the_whole_step(sft_dir, tmp_path, script):
+    """A NaN at the second update of step 2 leaves the state as a NaN at its first update does: the
+    step's earlier update is undone, parameters and Adam state alike, and the step is logged as skipped."""
+    extra = ["--num-iterations", 2] if script == "train_grpo.py" else ["--num-minibatches", 2]
+    name = "grpo" if script == "train_grpo.py" else "ppo"
+    ends = []
+    for update in (0, 1):
+        d = tmp_path / f"u{update}"
+        d.mkdir()
+        (d / "policy.pth").write_bytes((sft_dir / "policy.pth").read_bytes())
+        flags = ["--steps", 3, "--lr", 1e-2, "--debug-nan-steps", 2, "--debug-nan-update", update, *extra, *SMALL]
+        p = run(script, "--out-dir", d, "--log", d / "g.csv", *flags)
+        assert p.returncode == 0, p.stderr
+        r = rows(d / "g.csv")
+        assert [x["skipped"] for x in r] == ["0", "1", "0"] and r[1]["loss"] == "" and r[1]["grad_norm"] == ""
+        ends.append(load_checkpoint(d / f"{name}_ckpt.pt"))
+    for k in ends[0]["policy"]:
+        assert torch.equal(ends[0]["policy"][k], ends[1]["policy"][k]), k
+    a, b = ends[0]["optimizer"]["state"], ends[1]["optimizer"]["state"]
+    assert all(torch.equal(a[i]["step"], b[i]["step"]) and torch.equal(a[i]["exp_avg"], b[i]["exp_avg"]) for i in a)
+
+
+@pytest.mark.parametrize("script", ["train_grpo.py", "train_ppo.py"])
+def test_top_k_is_refused_for_training(tmp_path, script):
+    p = run(script, "--out-dir", tmp_path, "--log", tmp_path / "g.csv", "--steps", 1, "--top-k", 5)
+    assert p.returncode == 2 and "--top-k is not supported for training" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_sampled_and_recomputed_logprobs_agree_and_why_top_k_cannot():
+    """The driver's sampling (temperature, no top-k) returns the log-probs the loss recomputes. Under
+    top-k the sampled distribution is a truncated one: its log-probs are not the full softmax's."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=24, n_layer=2, n_head=2, n_embd=16))
+    idx = torch.randint(0, 10, (6, 5))
+    u = torch.rand(6, 8, generator=torch.Generator().manual_seed(1))
+    out, lp = model.generate(idx, 8, temperature=0.7, uniforms=u)
+    recomputed, _ = completion_logprobs(model, torch.cat([idx, out], 1), 5, 0.7)
+    torch.testing.assert_close(recomputed, lp, atol=1e-5, rtol=1e-5)
+    out, lp = model.generate(idx, 8, temperature=0.7, top_k=3, uniforms=u)
+    recomputed, _ = completion_logprobs(model, torch.cat([idx, out], 1), 5, 0.7)
+    assert (lp - recomputed).abs().max() > 1e-2  # the truncated distribution puts more mass on each kept token
+
+
+def test_value_head_runs_in_fp32_under_autocast():
+    torch.manual_seed(0)
+    vm = ValueModel(GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16)))
+    torch.nn.init.normal_(vm.v_head.weight)
+    seq = torch.randint(0, 11, (3, 10))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        v = vm(seq, 4)
+    assert v.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h, _ = vm.gpt.body(seq[:, :-1])  # the body in bf16, as the model runs it
+    expected = (h[:, 3:].float() @ vm.v_head.weight.float().T).squeeze(-1) + vm.v_head.bias
+    torch.testing.assert_close(v, expected, atol=1e-5, rtol=1e-5)  # bf16 would be off by ~1e-2
