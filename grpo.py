@@ -47,9 +47,12 @@ scale (group_advantages):
 loss_type (grpo_loss), how per-token terms become one number:
     "grpo"     mean over completions of each completion's token mean (the paper's 1/G sum 1/|o_i|);
                short completions weigh more per token, which biases length (Dr. GRPO, section 3.1).
-    "bnpo"     masked sum / number of real tokens in this batch (one token, one vote).
+    "bnpo"     masked sum / number of real tokens in this batch (one token, one vote). Under DDP "this
+               batch" is the rank's own (TRL's definition): DDP then averages per-rank token means, which
+               is not the one-process token mean when ranks hold different token counts; that gap is
+               exactly what "dapo" closes, the only difference between the two.
     "dapo"     the same on the *global* token count: under DDP pass the all-reduced count
-               (Yu et al. 2025, "DAPO", token-level policy gradient loss).
+               (Yu et al. 2025, "DAPO", token-level policy gradient loss). With 1 process, bnpo == dapo.
     "dr_grpo"  masked sum / (N * max_completion_len): a constant normaliser, no length bias.
 clip_eps_high: DAPO's "clip-higher": a larger upper clip (e.g. 0.28) so that unlikely tokens can grow.
 Dynamic sampling (DAPO) lives in the driver: groups whose rewards are all equal have A = 0 and teach

@@ -2,21 +2,25 @@
 The main job: the whole nanoGRPO pipeline in one command, each step a real run of a script you can
 also run by hand (every command is printed before it runs).
 
-    python run_example.py                      # about 8 minutes on 2 CPU cores (shortened runs)
-    python run_example.py --full --seeds 3     # the committed logs/ and README figures (about 45 minutes)
+    python run_example.py                      # about 8 minutes on 2 CPU cores (shortened runs) -> logs/
     python run_example.py --tiny               # a smoke run of every step in well under a minute (tests)
+    python run_example.py --full --seeds 3 --logs results   # regenerate the committed results (about 45 minutes)
+
+Your runs write to logs/ (not tracked by git); results/ holds the committed --full --seeds 3 results that
+README's figures and tables show, and only an explicit --logs results writes there. At the end the job
+prints where its results are and how they compare with the committed ones.
 
 Steps:
   1. arithmetic: SFT (if out/arithmetic/policy.pth is missing) -> GRPO           (train_grpo.py)
   2. arithmetic: PPO from the same SFT policy, same prompts and samples per step (train_ppo.py)
   3. the four comparison plots of the original, GRPO vs PPO, mean and band over --seeds (plot.py):
-     logs/reward_comparison.png, kl_comparison.png, entropy_comparison.png, loss_comparison.png,
+     <logs>/reward_comparison.png, kl_comparison.png, entropy_comparison.png, loss_comparison.png,
      and accuracy_comparison.png, accuracy_vs_time_comparison.png (held-out accuracy per step and per second)
   4. shakespeare RLHF: SFT -> preference pairs -> reward model (simple_example.py, reward_model.py),
      then GRPO against the reward model at each --betas (train_grpo.py --task shakespeare), with
      --full also PPO against it, and the overoptimisation figures: gold and proxy score against KL to
-     the reference (logs/overopt_gold_vs_kl.png, logs/overopt_proxy_vs_kl.png)
-  5. logs/results.md: a table per method (reward, accuracy, KL, wall time, samples, memory)
+     the reference (<logs>/overopt_gold_vs_kl.png, overopt_proxy_vs_kl.png)
+  5. <logs>/results.md: a table per method (reward, accuracy, KL, wall time, samples, memory)
 
 The default run is the same pipeline made shorter so that it fits in about 10 minutes on a laptop:
 300 RL steps on arithmetic instead of 800, a shakespeare SFT of 600 steps instead of 1500, 60 GRPO
@@ -37,6 +41,7 @@ from plot import plot_curves
 from utils.metrics import read_csv
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+COMMITTED = os.path.join(ROOT, "results")  # the committed --full --seeds 3 results README shows
 
 
 def sh(*cmd):
@@ -108,7 +113,9 @@ def main():
     )
     parser.add_argument("--data", default=None, help="the shakespeare text file (default data/tinyshakespeare.txt)")
     parser.add_argument("--out-dir", default="out", help="checkpoints, one folder per task")
-    parser.add_argument("--logs", default="logs", help="where the CSVs, plots and results.md go")
+    parser.add_argument(
+        "--logs", default="logs", help="where the CSVs, plots and results.md go ('results': the committed ones)"
+    )
     parser.add_argument("--skip-rlhf", action="store_true", help="only the arithmetic GRPO-vs-PPO part")
     parser.add_argument("--skip-ppo", action="store_true", help="no PPO runs (GRPO and RLHF only)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke version of every step (tests)")
@@ -117,6 +124,8 @@ def main():
         v = getattr(args, name)
         if v is not None and v < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if os.path.abspath(args.logs) == COMMITTED and not (args.full and args.seeds == 3):
+        parser.error("--logs results holds the committed --full --seeds 3 results; write other runs elsewhere")
     if args.betas and any(b < 0 for b in args.betas):
         parser.error(f"--betas must be >= 0, got {args.betas}")
     steps = args.steps or (3 if args.tiny else 800 if args.full else 300)
@@ -274,6 +283,43 @@ def main():
     with open(os.path.join(L, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))
+    if os.path.abspath(L) != COMMITTED:
+        compare_with_committed(L, runs, rlhf, steps)
+
+
+def final_acc(cols):
+    """The last held-out accuracy of a run's CSV."""
+    return values(cols, "eval_acc")[-1]
+
+
+def compare_with_committed(L, runs, rlhf, steps):
+    """Where this run's results are, and the committed results (results/, --full --seeds 3) beside them."""
+    print(f"\nYour results: {os.path.join(L, 'results.md')}, the CSVs and plots in {L}/.")
+    print(f"Committed results (python run_example.py --full --seeds 3 --logs results): {COMMITTED}/results.md")
+    lines = []
+    for m, rs in runs.items():
+        committed = [os.path.join(COMMITTED, f"{m}_seed{s}.csv") for s in (1, 2, 3)]
+        if not all(os.path.exists(c) for c in committed) or not rs:
+            continue
+        mine = mean([final_acc(read_csv(r["log"])) for r in rs])
+        theirs = [final_acc(read_csv(c)) for c in committed]
+        n_steps = len(read_csv(committed[0])["step"])
+        lines.append(
+            f"  arithmetic {m.upper()}: held-out accuracy {mine:.3f} after {steps} steps (yours, {len(rs)} seed(s)); "
+            f"committed {mean(theirs):.3f} after {n_steps} steps (3 seeds: {', '.join(f'{t:.3f}' for t in theirs)})"
+        )
+    for r in rlhf:
+        committed = os.path.join(COMMITTED, os.path.basename(r["log"]))
+        if os.path.exists(committed):
+            mine, theirs = read_csv(r["log"]), read_csv(committed)
+            lines.append(
+                f"  shakespeare {r['label']}: gold score, last 10 steps {tail_mean(mine, 'gold_r', 10):.3f} after "
+                f"{len(mine['step'])} steps (yours); committed {tail_mean(theirs, 'gold_r', 10):.3f} after "
+                f"{len(theirs['step'])} steps"
+            )
+    if lines:
+        print("How they compare (the default run is shorter than the committed --full one):")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

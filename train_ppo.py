@@ -32,7 +32,11 @@ shared trunk, and it weights the value loss inside the logged `loss`.
 How this departs from InstructGPT's PPO (and cleanrl's):
   1. Outcome rewards only (one score per completion, the last token); no reward model on arithmetic
      (verifiable rewards), the learned one on shakespeare (the value model still starts from the SFT policy).
-  2. A fixed kl_coef, no adaptive KL controller; no reward scaling or whitening (scores are in [0, 1.1]).
+  2. A fixed kl_coef, no adaptive KL controller, and no reward scaling or whitening. So --kl-coef is
+     relative to the task's score scale: arithmetic scores lie in [0, 1.1], the shakespeare reward
+     model's run about 0.3 to 3.7 over a run, so the same kl_coef is a weaker KL there. InstructGPT and
+     TRL instead normalise the RM's scores with their mean and std on SFT samples; we keep raw scores
+     so that GRPO and PPO optimise the same numbers (GRPO's group advantages are scale-free anyway).
   3. No pretraining-loss mix (PPO-ptx) and no entropy bonus.
   4. pi_ref stays the SFT policy; one process only (no DDP: use train_grpo.py for data parallelism).
 Every random draw of step s (prompts, sampling, minibatch order) comes from a generator seeded by

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import TINY, run
 
-from model import GPT, GPTConfig, ValueModel, completion_logprobs
+from model import GPT, GPTConfig, completion_logprobs
 from utils.ckpt import load_checkpoint
 
 SMALL = ["--batch-size", 4, "--group-size", 4, "--eval-every", 2, "--no-progress", *TINY]
@@ -131,17 +131,3 @@ def test_sampled_and_recomputed_logprobs_agree_and_why_top_k_cannot():
     out, lp = model.generate(idx, 8, temperature=0.7, top_k=3, uniforms=u)
     recomputed, _ = completion_logprobs(model, torch.cat([idx, out], 1), 5, 0.7)
     assert (lp - recomputed).abs().max() > 1e-2  # the truncated distribution puts more mass on each kept token
-
-
-def test_value_head_runs_in_fp32_under_autocast():
-    torch.manual_seed(0)
-    vm = ValueModel(GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16)))
-    torch.nn.init.normal_(vm.v_head.weight)
-    seq = torch.randint(0, 11, (3, 10))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        v = vm(seq, 4)
-    assert v.dtype == torch.float32
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        h, _ = vm.gpt.body(seq[:, :-1])  # the body in bf16, as the model runs it
-    expected = (h[:, 3:].float() @ vm.v_head.weight.float().T).squeeze(-1) + vm.v_head.bias
-    torch.testing.assert_close(v, expected, atol=1e-5, rtol=1e-5)  # bf16 would be off by ~1e-2

@@ -226,3 +226,17 @@ def test_value_model_starts_at_zero_and_sees_the_state_before_each_token():
     changed = seq.clone()
     changed[:, 3] = 10  # the last prompt token: seen by every state
     assert (model(changed, 4) != v).all()
+
+
+def test_value_head_runs_in_fp32_under_autocast():
+    torch.manual_seed(0)
+    vm = ValueModel(GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16)))
+    torch.nn.init.normal_(vm.v_head.weight)
+    seq = torch.randint(0, 11, (3, 10))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        v = vm(seq, 4)
+    assert v.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h, _ = vm.gpt.body(seq[:, :-1])  # the body in bf16, as the model runs it
+    expected = (h[:, 3:].float() @ vm.v_head.weight.float().T).squeeze(-1) + vm.v_head.bias
+    torch.testing.assert_close(v, expected, atol=1e-5, rtol=1e-5)  # bf16 would be off by ~1e-2

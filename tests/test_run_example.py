@@ -31,6 +31,15 @@ def test_run_example_tiny(tmp_path):
     # each command is printed before it runs, so a user can rerun any step by hand
     for script in ("train_grpo.py", "train_ppo.py", "simple_example.py", "reward_model.py"):
         assert f"$ python {script}" in p.stdout
+    # where the results are, and the committed ones beside them
+    assert f"Your results: {logs / 'results.md'}" in p.stdout
+    assert "arithmetic GRPO: held-out accuracy" in p.stdout and "committed" in p.stdout
+    assert "shakespeare GRPO beta=0.04: gold score" in p.stdout
+
+
+def test_committed_results_are_never_written_by_a_shortened_run():
+    p = run("run_example.py", "--tiny", "--logs", "results")
+    assert p.returncode == 2 and "holds the committed --full --seeds 3 results" in p.stderr
 
 
 def test_run_example_bad_flag():
