@@ -23,7 +23,7 @@ Steps:
   5. <logs>/results.md: a table per method (reward, accuracy, KL, wall time, samples, memory)
 
 The default run is the same pipeline made shorter so that it fits in about 10 minutes on a laptop:
-300 RL steps on arithmetic instead of 800, a shakespeare SFT of 600 steps instead of 1500, 60 GRPO
+300 RL steps on arithmetic instead of 1200, a shakespeare SFT of 600 steps instead of 1500, 60 GRPO
 steps against the reward model at one beta. --full uses every script's own defaults and the betas
 0, 0.04 and 0.1. Checkpoints go to --out-dir; an SFT policy or reward model already there is reused.
 """
@@ -39,6 +39,7 @@ import time
 
 from plot import plot_curves
 from utils.metrics import read_csv
+from utils.tasks import TASKS
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 COMMITTED = os.path.join(ROOT, "results")  # the committed --full --seeds 3 results README shows
@@ -94,7 +95,9 @@ def main():
     )
     parser.add_argument("--seeds", type=int, default=1, help="seeds per method for the GRPO-vs-PPO comparison")
     parser.add_argument("--full", action="store_true", help="full-length runs (the committed results), not shortened")
-    parser.add_argument("--steps", type=int, default=None, help="RL steps per arithmetic run (default 300, --full 800)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="RL steps per arithmetic run (default 300, --full the task's 1200)"
+    )
     parser.add_argument(
         "--shakespeare-steps", type=int, default=None, help="RL steps against the reward model (default 60, --full 100)"
     )
@@ -128,7 +131,7 @@ def main():
         parser.error("--logs results holds the committed --full --seeds 3 results; write other runs elsewhere")
     if args.betas and any(b < 0 for b in args.betas):
         parser.error(f"--betas must be >= 0, got {args.betas}")
-    steps = args.steps or (3 if args.tiny else 800 if args.full else 300)
+    steps = args.steps or (3 if args.tiny else TASKS["arithmetic"].rl_steps if args.full else 300)
     rlhf_steps = args.shakespeare_steps or (3 if args.tiny else 100 if args.full else 60)
     rlhf_sft_steps = args.shakespeare_sft_steps or (1500 if args.full else 600)
     betas = args.betas or ([0.0, 0.04, 0.1] if args.full else [0.04])

@@ -20,7 +20,9 @@ k3 KL penalty (grpo.py). How this departs from DeepSeekMath's GRPO:
   4. Truncated completions (no end token within --max-new-tokens) stay in the loss with all their
      tokens; they get no reward, so the policy learns to stop.
   5. --dynamic-sampling (DAPO) drops groups whose rewards are all equal and samples more prompts;
-     mean_r and std_r are then logged on the first, unfiltered draw of the step.
+     mean_r, std_r and len_mean are then logged on the first, unfiltered draw of the step, kept_groups
+     counts the informative groups trained on (utils/metrics.py defines every column).
+  6. A cosine learning-rate schedule with warmup (--lr-schedule), which the paper does not specify.
 Every random draw of step s comes from a generator seeded by (--seed, s), so a resumed run and a run
 split across DDP ranks sample exactly what one uninterrupted process would.
 """
@@ -75,7 +77,7 @@ parser.add_argument(
     "--steps",
     type=at_least(1),
     default=None,
-    help="GRPO optimizer steps (default: the task's, arithmetic 800, shakespeare 100)",
+    help="GRPO optimizer steps (default: the task's, arithmetic 1200, shakespeare 100)",
 )
 parser.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), over all ranks")
 parser.add_argument("--group-size", type=at_least(2), default=8, help="completions per prompt (G)")

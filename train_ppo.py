@@ -84,7 +84,7 @@ parser.add_argument(
     "--steps",
     type=at_least(1),
     default=None,
-    help="PPO steps (rollouts); keep equal to GRPO's (default: the task's, arithmetic 800, shakespeare 100)",
+    help="PPO steps (rollouts); keep equal to GRPO's (default: the task's, arithmetic 1200, shakespeare 100)",
 )
 parser.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), as in train_grpo.py")
 parser.add_argument(

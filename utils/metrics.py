@@ -1,25 +1,34 @@
 """CSV metrics logger: one row per step, a fixed header, and an honest definition for every column.
 
-Columns every RL driver writes (GRPO and PPO share the names where they mean the same thing):
+Columns every RL driver writes (GRPO and PPO share the names where they mean the same thing). Every
+column describes the global batch (all DDP ranks), never a mean of per-rank figures.
   step          optimizer step, 1-based
-  mean_r, std_r mean and std of the total reward over the step's N sampled completions
+  mean_r, std_r mean and std of the total reward over the step's N sampled completions (with
+                --dynamic-sampling: of the first, unfiltered draw, as are frac_zero_std, len_mean, r_<name>)
   r_<name>      mean of one reward function (before its weight), one column per function
   frac_zero_std fraction of groups whose G rewards are all equal (their GRPO advantage is 0)
-  kl            masked mean per-token k3 estimate of KL(pi_theta || pi_ref) on the sampled tokens
-  entropy       masked mean true entropy (nats) of the policy's full next-token distribution
-  clip_frac     fraction of real tokens where the PPO clip was active (low or high)
+  kl            masked mean per-token k3 estimate of KL(pi_theta || pi_ref) on the tokens trained on
+                (GRPO: after the step's last update; PPO: of the rollout policy)
+  entropy       masked mean true entropy (nats) of the policy's full next-token distribution, tokens
+                trained on, before the step's first update
+  clip_frac     fraction of real tokens trained on where the PPO clip was active (low or high);
+                GRPO: in the step's last update, PPO: mean over its minibatch updates
   loss          the loss that was minimised (mean over the mu updates)
   grad_norm     total gradient 2-norm before clipping (mean over the mu updates)
   lr            the policy's learning rate at this step (--lr-schedule)
-  len_mean      mean number of real completion tokens (end token included)
+  len_mean      mean number of real completion tokens (end token included) of the step's N completions
   eval_acc      held-out exact-match accuracy (arithmetic), empty on steps without evaluation
   eval_r        held-out mean score of the task's own rule, empty on steps without evaluation
                 (arithmetic: the total reward; shakespeare: the lexicon rule, the gold score, never the RM)
   gold_r        shakespeare with a reward model: mean gold score (the lexicon rule) of the step's
                 samples, beside mean_r = r_rm, the reward model's score that was optimised
   time_s        wall-clock seconds since the run started (not counting SFT)
-  tokens_per_s  sampled completion tokens per second of this step's wall time
-  skipped       1 if the optimizer step was skipped because the loss or gradient was NaN or inf
+  tokens_per_s  real completion tokens sampled in the step (every draw, every rank) per second of the
+                step's wall time
+  kept_groups   GRPO: groups trained on whose G rewards are not all equal (non-zero advantage); without
+                --dynamic-sampling B x (1 - frac_zero_std), with it the groups kept, 0 when no draw had one
+  skipped       1 if the step was skipped because a loss or gradient was NaN or inf: none of its
+                updates was applied (loss and grad_norm are then empty)
 """
 
 import csv
