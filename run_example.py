@@ -127,8 +127,14 @@ def main():
         v = getattr(args, name)
         if v is not None and v < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-    if os.path.abspath(args.logs) == COMMITTED and not (args.full and args.seeds == 3):
-        parser.error("--logs results holds the committed --full --seeds 3 results; write other runs elsewhere")
+    overrides = [args.tiny, args.steps, args.shakespeare_steps, args.shakespeare_sft_steps, args.betas]
+    overrides += [args.skip_rlhf, args.skip_ppo, args.data]
+    if os.path.realpath(args.logs) == os.path.realpath(COMMITTED) and (
+        not (args.full and args.seeds == 3) or any(overrides)
+    ):
+        parser.error(
+            "--logs results holds the committed results of exactly `--full --seeds 3`; write other runs elsewhere"
+        )
     if args.betas and any(b < 0 for b in args.betas):
         parser.error(f"--betas must be >= 0, got {args.betas}")
     steps = args.steps or (3 if args.tiny else TASKS["arithmetic"].rl_steps if args.full else 300)
@@ -286,7 +292,7 @@ def main():
     with open(os.path.join(L, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))
-    if os.path.abspath(L) != COMMITTED:
+    if os.path.realpath(L) != os.path.realpath(COMMITTED):
         compare_with_committed(L, runs, rlhf, steps)
 
 

@@ -21,7 +21,9 @@ k3 KL penalty (grpo.py). How this departs from DeepSeekMath's GRPO:
      tokens; they get no reward, so the policy learns to stop.
   5. --dynamic-sampling (DAPO) drops groups whose rewards are all equal and samples more prompts;
      mean_r, std_r and len_mean are then logged on the first, unfiltered draw of the step, kept_groups
-     counts the informative groups trained on (utils/metrics.py defines every column).
+     counts the informative groups trained on (utils/metrics.py defines every column). Under DDP each
+     rank filters and resamples its own slice, so ranks may train on different numbers of groups and
+     the run no longer matches one process (only --loss-type dapo keeps a global normaliser).
   6. A cosine learning-rate schedule with warmup (--lr-schedule), which the paper does not specify.
 Every random draw of step s comes from a generator seeded by (--seed, s), so a resumed run and a run
 split across DDP ranks sample exactly what one uninterrupted process would.
@@ -62,8 +64,8 @@ from utils.sft import add_model_args, check_model_config, load_or_train_sft, mod
 from utils.tasks import TASKS, add_task_args, setup_rewards, total_reward
 
 TOP_K_REFUSED = (
-    "--top-k is not supported for training: the loss, the ratio and the KL need the log-probs of the distribution "
-    "the tokens were sampled from, and under top-k that is a truncated one the reference may give zero probability"
+    "--top-k is not supported for training: under top-k the tokens come from a truncated distribution, while the "
+    "ratio, the policy gradient and the KL use the log-probs of the full softmax, a different policy"
 )
 
 # -----------------------------------------------------------------------------
@@ -168,6 +170,9 @@ if args.resume:
     start_step, elapsed = ck["step"], ck["elapsed"]
     set_rng_state(ck["rng"])
     print0(f"resumed from {ckpt_path} at step {start_step}")
+    before = {k: ck["config"].get(k) for k in ("steps", "lr", "lr_schedule", "warmup_frac")}
+    if args.lr_schedule != "constant" and before != {k: getattr(args, k) for k in before}:
+        print0(f"note: the learning-rate schedule now follows these flags, not the checkpoint's run ({before})")
 
 sft_eval = task.evaluate(ref, tok, device) if master else {}  # pi_ref is the SFT policy, also after --resume
 print0(f"SFT policy ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")

@@ -36,7 +36,8 @@ How this departs from InstructGPT's PPO (and cleanrl's):
      relative to the task's score scale: arithmetic scores lie in [0, 1.1], the shakespeare reward
      model's run about 0.3 to 3.7 over a run, so the same kl_coef is a weaker KL there. InstructGPT and
      TRL instead normalise the RM's scores with their mean and std on SFT samples; we keep raw scores
-     so that GRPO and PPO optimise the same numbers (GRPO's group advantages are scale-free anyway).
+     so that GRPO and PPO optimise the same numbers (GRPO's advantages are scale-free at its default
+     --scale group, and at --scale batch; not at --scale none).
   3. No pretraining-loss mix (PPO-ptx) and no entropy bonus.
   4. pi_ref stays the SFT policy; one process only (no DDP: use train_grpo.py for data parallelism).
 Every random draw of step s (prompts, sampling, minibatch order) comes from a generator seeded by
@@ -194,6 +195,9 @@ if args.resume:
     start_step, elapsed = ck["step"], ck["elapsed"]
     set_rng_state(ck["rng"])
     print(f"resumed from {ckpt_path} at step {start_step}")
+    before = {k: ck["config"].get(k) for k in ("steps", "lr", "value_lr", "lr_schedule", "warmup_frac")}
+    if args.lr_schedule != "constant" and before != {k: getattr(args, k) for k in before}:
+        print(f"note: the learning-rate schedule now follows these flags, not the checkpoint's run ({before})")
 
 sft_eval = task.evaluate(ref, tok, device)  # pi_ref is the SFT policy, also after --resume
 print(f"SFT policy ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")

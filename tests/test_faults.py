@@ -6,6 +6,7 @@ steps after a resume see exactly the prompts and random numbers the uninterrupte
 """
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -64,6 +65,8 @@ def test_kill_and_resume_matches_uninterrupted(sft_dir, tmp_path):
     with open(ref_dir / "g.csv") as f1, open(log) as f2:  # the metrics agree too (not the timings)
         strip = lambda rs: [{k: v for k, v in r.items() if k not in ("time_s", "tokens_per_s")} for r in rs]
         assert strip(csv.DictReader(f1)) == strip(csv.DictReader(f2))
+    sa, sb = (json.load(open(d / "grpo_summary.json")) for d in (ref_dir, sft_dir))
+    assert sa["sft_eval"] == sb["sft_eval"] and sa["final_eval"] == sb["final_eval"]  # the summary too
 
 
 def test_atomic_save_leaves_no_partial_file(tmp_path):

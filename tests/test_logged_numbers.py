@@ -76,9 +76,39 @@ def test_dynamic_sampling_trains_only_on_informative_groups(sft_dir):
         if informative.any():  # else the fallback: no informative group in any draw, advantages all 0
             assert informative.all(), s
         assert int(row["kept_groups"]) == int(informative.sum()) == s["kept_groups"]
-        # mean_r, std_r, len_mean: the first, unfiltered draw
+        # mean_r, std_r: the first, unfiltered draw
         assert float(row["mean_r"]) == pytest.approx(s["r_first"].mean().item(), abs=1e-5)
         assert float(row["std_r"]) == pytest.approx(s["r_first"].std().item(), abs=1e-5)
+
+
+def test_dynamic_sampling_with_no_informative_group_trains_on_the_kl_alone(sft_dir):
+    """A one-token completion can never be an answer: every reward is 0, no draw has an informative
+    group, the step falls back to the first draw with advantages 0, and kept_groups says 0."""
+    tr, log = sft_dir / "trace.pt", sft_dir / "g.csv"
+    flags = ["--steps", 2, "--dynamic-sampling", "--max-new-tokens", 1, "--debug-trace", tr, *SMALL]
+    p = run("train_grpo.py", "--out-dir", sft_dir, "--log", log, *flags)
+    assert p.returncode == 0, p.stderr
+    _, steps = trace_of(tr)
+    for s, row in zip(steps, rows(log), strict=True):
+        assert row["kept_groups"] == "0" and float(row["mean_r"]) == 0 and float(row["frac_zero_std"]) == 1
+        assert torch.equal(s["r_trained"], torch.zeros(4 * G))  # the fallback: B groups, all advantages 0
+        assert float(row["len_mean"]) == 1 and row["loss"] != ""  # it still trained (on the KL)
+
+
+def test_lr_schedule_hand_computed():
+    """Warmup to the peak over round(frac * total) steps, cosine to peak/10 at the last step."""
+    from utils.common import lr_at
+
+    peak, total = 1e-3, 100  # warmup: 5 steps
+    assert lr_at(1, total, peak, 0.05) == pytest.approx(2e-4)
+    assert lr_at(5, total, peak, 0.05) == pytest.approx(1e-3)  # end of warmup: the peak
+    assert lr_at(total, total, peak, 0.05) == pytest.approx(1e-4)  # the floor, peak / 10
+    mid = 5 + (total - 5) / 2  # halfway through the decay: cos = 0, halfway between peak and floor
+    assert lr_at(mid, total, peak, 0.05) == pytest.approx(5.5e-4)
+    assert lr_at(1, total, peak, 0.0) == pytest.approx(1e-3)  # no warmup: one step at the peak
+    assert all(lr_at(s, total, peak, 0.05, "constant") == peak for s in (1, 50, total))
+    lrs = [lr_at(s, total, peak, 0.05) for s in range(5, total + 1)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))  # decays monotonically
 
 
 def test_without_dynamic_sampling_kept_groups_counts_informative_groups(sft_dir):
@@ -105,10 +135,14 @@ def test_nan_in_a_later_update_undoes_the_whole_step(sft_dir, tmp_path, script):
         r = rows(d / "g.csv")
         assert [x["skipped"] for x in r] == ["0", "1", "0"] and r[1]["loss"] == "" and r[1]["grad_norm"] == ""
         ends.append(load_checkpoint(d / f"{name}_ckpt.pt"))
-    for k in ends[0]["policy"]:
-        assert torch.equal(ends[0]["policy"][k], ends[1]["policy"][k]), k
-    a, b = ends[0]["optimizer"]["state"], ends[1]["optimizer"]["state"]
-    assert all(torch.equal(a[i]["step"], b[i]["step"]) and torch.equal(a[i]["exp_avg"], b[i]["exp_avg"]) for i in a)
+    nets = ["policy", "value_model"] if name == "ppo" else ["policy"]
+    for net in nets:
+        for k in ends[0][net]:
+            assert torch.equal(ends[0][net][k], ends[1][net][k]), (net, k)
+    for opt in ["optimizer", "value_optimizer"] if name == "ppo" else ["optimizer"]:
+        a, b = ends[0][opt]["state"], ends[1][opt]["state"]
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[i][k], b[i][k]) for i in a for k in ("step", "exp_avg", "exp_avg_sq")), opt
 
 
 @pytest.mark.parametrize("script", ["train_grpo.py", "train_ppo.py"])

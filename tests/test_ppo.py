@@ -380,6 +380,8 @@ def test_train_ppo_kill_and_resume_matches_uninterrupted(sft_dir, tmp_path):
             assert torch.equal(a[model][k], b[model][k]), (model, k)
     strip = lambda rs: [{k: v for k, v in x.items() if k not in ("time_s", "tokens_per_s")} for x in rs]
     assert strip(rows(ref_dir / "p.csv")) == strip(rows(log))
+    sa, sb = (json.load(open(d / "ppo_summary.json")) for d in (ref_dir, sft_dir))
+    assert sa["sft_eval"] == sb["sft_eval"] and sa["final_eval"] == sb["final_eval"]  # the summary too
 
     wider = [*SMALL[:-6], "--n-layer", 2, "--n-head", 2, "--n-embd", 32]
     p = run("train_ppo.py", "--steps", 30, "--out-dir", ref_dir, "--log", log, "--resume", *wider)

@@ -4,6 +4,7 @@ the runs' own logs and summaries."""
 
 import random
 
+import pytest
 from conftest import run
 
 WORDS = ["good", "evil", "the", "and", "of", "to"]  # two lexicon words: a tiny SFT policy writes them
@@ -37,9 +38,13 @@ def test_run_example_tiny(tmp_path):
     assert "shakespeare GRPO beta=0.04: gold score" in p.stdout
 
 
-def test_committed_results_are_never_written_by_a_shortened_run():
-    p = run("run_example.py", "--tiny", "--logs", "results")
-    assert p.returncode == 2 and "holds the committed --full --seeds 3 results" in p.stderr
+@pytest.mark.parametrize(
+    "flags",
+    [["--tiny"], ["--full"], ["--full", "--seeds", 3, "--steps", 10], ["--full", "--seeds", 3, "--tiny"]],
+)
+def test_committed_results_are_never_written_by_a_shortened_run(flags):
+    p = run("run_example.py", *flags, "--logs", "results")
+    assert p.returncode == 2 and "holds the committed results of exactly `--full --seeds 3`" in p.stderr
 
 
 def test_run_example_bad_flag():

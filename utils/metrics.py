@@ -1,19 +1,21 @@
 """CSV metrics logger: one row per step, a fixed header, and an honest definition for every column.
 
 Columns every RL driver writes (GRPO and PPO share the names where they mean the same thing). Every
-column describes the global batch (all DDP ranks), never a mean of per-rank figures.
+column describes the global batch (all DDP ranks), not a mean of per-rank figures (loss: see below).
   step          optimizer step, 1-based
   mean_r, std_r mean and std of the total reward over the step's N sampled completions (with
                 --dynamic-sampling: of the first, unfiltered draw, as are frac_zero_std, len_mean, r_<name>)
   r_<name>      mean of one reward function (before its weight), one column per function
   frac_zero_std fraction of groups whose G rewards are all equal (their GRPO advantage is 0)
   kl            masked mean per-token k3 estimate of KL(pi_theta || pi_ref) on the tokens trained on
-                (GRPO: after the step's last update; PPO: of the rollout policy)
+                (GRPO: the policy as the step's last update saw it, before that update's optimizer
+                step, so with mu = 1 the rollout policy; PPO: the rollout policy)
   entropy       masked mean true entropy (nats) of the policy's full next-token distribution, tokens
                 trained on, before the step's first update
   clip_frac     fraction of real tokens trained on where the PPO clip was active (low or high);
                 GRPO: in the step's last update, PPO: mean over its minibatch updates
-  loss          the loss that was minimised (mean over the mu updates)
+  loss          the loss that was minimised (mean over the mu updates; under DDP the mean of the
+                ranks' losses, the global loss for every loss type but bnpo, see grpo.py)
   grad_norm     total gradient 2-norm before clipping (mean over the mu updates)
   lr            the policy's learning rate at this step (--lr-schedule)
   len_mean      mean number of real completion tokens (end token included) of the step's N completions
