@@ -201,7 +201,7 @@ print(
     f"throughput: {total['tokens'] / total['step']:,.0f} sampled completion tokens/s, {N * n / total['step']:,.1f} "
     f"completions/s; update: {args.num_iterations * total['tokens'] / total['update']:,.0f} real completion tokens/s "
     f"trained, {args.num_iterations * N * L * n / total['update']:,.0f} sequence positions/s through forward+backward "
-    "(prompt and padding after the end token included: what the MFU counts)"
+    "(prompt and padding after the end token included: the positions the FLOP count covers)"
 )
 if peak:
     print(

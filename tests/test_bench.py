@@ -43,6 +43,8 @@ def test_gpu_example_falls_back_to_cpu_and_trains():
     assert kl_of(steps[0]) == 0.0 and kl_of(steps[2]) > 0.0
     assert "--- 2 timed steps after 1 warm-up" in out
     assert re.search(r"throughput: [\d,]+ sampled completion tokens/s", out)
+    # trained tokens are real completion tokens; positions (prompt and padding included) are named as such
+    assert re.search(r"update: [\d,]+ real completion tokens/s trained, [\d,]+ sequence positions/s", out)
     assert "MFU" not in out  # no MFU on a CPU
     assert "peak RSS of the process" in out
     assert "held-out arithmetic: before GRPO {'eval_acc'" in out
