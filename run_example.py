@@ -4,7 +4,7 @@ also run by hand (every command is printed before it runs).
 
     python run_example.py                      # about 8 minutes on 2 CPU cores (shortened runs) -> logs/
     python run_example.py --tiny               # a smoke run of every step in well under a minute (tests)
-    python run_example.py --full --seeds 3 --logs results   # regenerate the committed results (about 45 minutes)
+    python run_example.py --full --seeds 3 --logs results   # regenerate the committed results (about 47 minutes)
 
 Your runs write to logs/ (not tracked by git); results/ holds the committed --full --seeds 3 results that
 README's figures and tables show, and only an explicit --logs results writes there. At the end the job
