@@ -56,7 +56,7 @@ from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpo
 from utils.common import at_least, fail, is_finite, pick_device, positive
 from utils.metrics import CSVLogger
 from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
-from utils.tasks import ShakespeareTask, gold_score
+from utils.tasks import ShakespeareTask, gold_score, lexicon_reward
 
 COLUMNS = ["step", "loss", "acc", "grad_norm", "val_loss", "val_acc", "val_gold_acc", "time_s", "skipped"]
 
@@ -396,6 +396,30 @@ def rm_reward_fn(rm, tok, device, batch_size=512):
         return score(rm, tok, list(completions), device, batch_size)
 
     return rm_reward
+
+
+def setup_rewards(task, args, device, master=True, log=print):
+    """What the drivers optimise and what they only watch: (reward_funcs, gold_fn).
+
+    reward_funcs: [(name, f, weight)], summed into the reward; gold_fn: f(prompts, completions) or None,
+    logged as gold_r beside it (the true objective when the reward is a learned proxy). Shared by
+    train_grpo.py and train_ppo.py so that both methods see the same rewards. It lives here, beside the
+    reward model, so that utils/ never imports a top-level script.
+
+    arithmetic: its verifiable rewards, no gold_fn (the reward is the truth). shakespeare with
+    --reward rm (the default): the learned reward model's score (<out-dir>/rm.pth, trained first with its
+    preference pairs if missing) is the reward and the lexicon rule is the gold; with --reward rule the
+    rule itself is the reward (no reward model: the pre-RLHF toy, and a way to see reward hacking).
+    """
+    if task.name != "shakespeare" or getattr(args, "reward", "rule") == "rule":
+        return task.reward_funcs, None
+    rm, tok, info = load_or_train_rm(task, args, device, master, log)
+    acc = info.get("val_gold_acc")
+    acc = "n/a" if acc is None else f"{acc:.3f}"
+    log(
+        f"reward: the reward model {args.out_dir}/rm.pth (held-out pairwise accuracy vs the rule {acc}); gold: the rule"
+    )
+    return [("rm", rm_reward_fn(rm, tok, device), 1.0)], lexicon_reward
 
 
 # -----------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from grpo import completion_mask, entropy_from_logits, group_advantages, grpo_loss
 from model import completion_logprobs
-from reward_model import DivergedError, add_rm_args
+from reward_model import DivergedError, add_rm_args, setup_rewards
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import (
     add_run_args,
@@ -61,7 +61,7 @@ from utils.common import (
 )
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
 from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
-from utils.tasks import TASKS, add_task_args, setup_rewards, total_reward
+from utils.tasks import TASKS, add_task_args, total_reward
 
 TOP_K_REFUSED = (
     "--top-k is not supported for training: under top-k the tokens come from a truncated distribution, while the "

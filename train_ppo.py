@@ -7,7 +7,7 @@ PPO training driver, the baseline for GRPO: SFT -> RLHF-PPO on a small character
     python train_ppo.py --resume                           # continue from <out-dir>/ppo_ckpt.pt
 
 It starts from the same SFT policy as train_grpo.py (<out-dir>/policy.pth, trained first if missing,
-also the frozen reference pi_ref), optimises the same reward functions (utils.tasks.setup_rewards), and
+also the frozen reference pi_ref), optimises the same reward functions (reward_model.setup_rewards), and
 each step sees the same B prompts with G sampled completions each as GRPO's step does: the prompts and
 the sampling's random numbers come from the same generator seeded by (--seed, step), so step 1 of both
 methods samples the very same completions. PPO does not use the groups: each completion is its own
@@ -67,12 +67,12 @@ from tqdm import tqdm
 from grpo import completion_mask, entropy_from_logits
 from model import ValueModel, completion_logprobs
 from ppo import explained_variance, gae, masked_mean, masked_whiten, per_token_rewards, ppo_loss
-from reward_model import DivergedError, add_rm_args
+from reward_model import DivergedError, add_rm_args, setup_rewards
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import add_run_args, at_least, fail, is_finite, lr_at, memory_stats, pick_device, positive
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
 from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
-from utils.tasks import TASKS, add_task_args, setup_rewards, total_reward
+from utils.tasks import TASKS, add_task_args, total_reward
 
 # -----------------------------------------------------------------------------
 # config

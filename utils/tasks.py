@@ -182,28 +182,3 @@ def total_reward(reward_funcs, prompts, completions):
     parts = {name: fn(prompts, completions) for name, fn, _ in reward_funcs}
     totals = [sum(w * parts[name][i] for name, _, w in reward_funcs) for i in range(len(completions))]
     return totals, parts
-
-
-def setup_rewards(task, args, device, master=True, log=print):
-    """What the drivers optimise and what they only watch: (reward_funcs, gold_fn).
-
-    reward_funcs: [(name, f, weight)], summed into the reward; gold_fn: f(prompts, completions) or None,
-    logged as gold_r beside it (the true objective when the reward is a learned proxy). Shared by
-    train_grpo.py and train_ppo.py so that both methods see the same rewards.
-
-    arithmetic: its verifiable rewards, no gold_fn (the reward is the truth). shakespeare with
-    --reward rm (the default): the learned reward model's score (<out-dir>/rm.pth, trained first with its
-    preference pairs if missing) is the reward and the lexicon rule is the gold; with --reward rule the
-    rule itself is the reward (no reward model: the pre-RLHF toy, and a way to see reward hacking).
-    """
-    if task.name != "shakespeare" or getattr(args, "reward", "rule") == "rule":
-        return task.reward_funcs, None
-    from reward_model import load_or_train_rm, rm_reward_fn  # here: reward_model.py imports this module
-
-    rm, tok, info = load_or_train_rm(task, args, device, master, log)
-    acc = info.get("val_gold_acc")
-    acc = "n/a" if acc is None else f"{acc:.3f}"
-    log(
-        f"reward: the reward model {args.out_dir}/rm.pth (held-out pairwise accuracy vs the rule {acc}); gold: the rule"
-    )
-    return [("rm", rm_reward_fn(rm, tok, device), 1.0)], lexicon_reward
