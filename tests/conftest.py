@@ -1,11 +1,13 @@
 """Shared test helpers: run a script as a user would, and a tiny SFT policy built once per session."""
 
+import math
 import os
 import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -46,3 +48,14 @@ def sft_dir(tiny_sft, tmp_path):
     d.mkdir()
     shutil.copy(tiny_sft / "policy.pth", d / "policy.pth")
     return d
+
+
+def exact_log(r):
+    """A float32 x with torch.exp(x) == r exactly, so that a ratio can sit exactly on a clip boundary."""
+    x = torch.tensor(math.log(r))
+    for _ in range(8):
+        e = torch.exp(x).item()
+        if e == r:
+            return x.item()
+        x = torch.nextafter(x, torch.tensor(math.inf if e < r else -math.inf))
+    raise AssertionError(f"no float32 log of {r}")

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import exact_log
 
 from grpo import completion_mask, entropy_from_logits, group_advantages, grpo_loss, per_token_logps
 
@@ -262,17 +263,6 @@ def test_stats_match_loop():
     assert set(stats) == set(expected)
     for k, v in expected.items():
         assert stats[k].item() == pytest.approx(v / n, rel=1e-5, abs=1e-6), k
-
-
-def exact_log(r):
-    """A float32 x with torch.exp(x) == r exactly, so that a ratio can sit exactly on a clip boundary."""
-    x = torch.tensor(math.log(r))
-    for _ in range(8):
-        e = torch.exp(x).item()
-        if e == r:
-            return x.item()
-        x = torch.nextafter(x, torch.tensor(math.inf if e < r else -math.inf))
-    raise AssertionError(f"no float32 log of {r}")
 
 
 def test_clip_frac_hand_computed():

@@ -15,7 +15,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, TINY, run
+from conftest import ROOT, TINY, exact_log, run
 
 from ppo import explained_variance, gae, masked_mean, masked_whiten, per_token_rewards, ppo_loss
 from utils.ckpt import load_checkpoint
@@ -270,17 +270,6 @@ def test_explained_variance_small_targets_hand_computed():
     mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])  # the last column is padding
     assert explained_variance(pred, target, mask).item() == pytest.approx(1 - 0.01 / 0.05, abs=1e-5)
     assert explained_variance(target, target, mask).item() == pytest.approx(1.0)
-
-
-def exact_log(r):
-    """A float32 x with torch.exp(x) == r exactly, so that a ratio can sit exactly on a clip boundary."""
-    x = torch.tensor(math.log(r))
-    for _ in range(8):
-        e = torch.exp(x).item()
-        if e == r:
-            return x.item()
-        x = torch.nextafter(x, torch.tensor(math.inf if e < r else -math.inf))
-    raise AssertionError(f"no float32 log of {r}")
 
 
 def test_clip_fracs_hand_computed():
