@@ -74,7 +74,7 @@ from PIL import Image, ImageDraw
 
 from grpo import entropy_from_logits, group_advantages, grpo_loss
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from utils.common import at_least, fail, is_finite, lr_at, pick_device, positive
+from utils.common import at_least, fail, fraction, is_finite, lr_at, pick_device, positive
 from utils.metrics import CSVLogger
 
 # -----------------------------------------------------------------------------
@@ -176,7 +176,7 @@ parser.add_argument(
     default=None,
     help="peak learning rate (AdamW); default 2e-3 for tiny, 1e-5 for a pretrained CLIP, 1e-4 with --use-lora",
 )
-parser.add_argument("--warmup-frac", type=float, default=0.05, help="fraction of the steps with linear warmup")
+parser.add_argument("--warmup-frac", type=fraction, default=0.05, help="fraction of the steps with linear warmup")
 parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
 parser.add_argument("--beta", type=float, default=0.04, help="weight of the exact KL to the reference")
 parser.add_argument("--clip-eps", type=positive(), default=0.2, help="PPO clip range")
@@ -642,8 +642,6 @@ def accuracy(model, split, text_feats, size, device, ctx, batch_size=256):
 
 def main(argv=None):
     args = parser.parse_args(argv)
-    if not 0 <= args.warmup_frac < 1:
-        parser.error(f"--warmup-frac must be in [0, 1), got {args.warmup_frac}")
     if not all(t.count("{}") == 1 for t in args.templates):
         parser.error("every --templates entry needs exactly one {} for the class name")
     if args.beta < 0 or args.entropy_weight < 0 or args.weight_decay < 0:
