@@ -8,12 +8,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from grpo import completion_mask
-from model import GPT, CausalSelfAttention, CharTokenizer, GPTConfig, ValueModel, completion_logprobs
+from model import GPT, CausalSelfAttention, CharTokenizer, GPTConfig, ValueModel, completion_logprobs, left_pad
 
 
-def tiny(block_size=24, seed=0):
+def tiny(block_size=24, seed=0, **options):
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(block_size=block_size, vocab_size=11, n_layer=2, n_head=2, n_embd=32))
+    model = GPT(GPTConfig(block_size=block_size, vocab_size=11, n_layer=2, n_head=2, n_embd=32, **options))
     with torch.no_grad():  # larger weights than the init, so distributions are far from uniform
         for p in model.parameters():
             p.mul_(3.0)
@@ -104,17 +104,20 @@ def test_tokenizer_roundtrip():
 
 
 def loop_forward(model, idx):
-    """The GPT forward written out from its weights: one head and one position at a time, float64."""
+    """The GPT forward written out from its weights: one head and one position at a time, float64.
+    Follows the config's bias / ln_bias / gelu options (a missing bias is a zero)."""
     w = {k: v.double() for k, v in model.state_dict().items()}
     cfg = model.config
     C, H = cfg.n_embd, cfg.n_head
     hs = C // H
-    ln = lambda x, name: F.layer_norm(x, (C,), w[name + ".weight"], w[name + ".bias"])
+    zero = lambda n: torch.zeros(n, dtype=torch.float64)
+    ln = lambda x, name: F.layer_norm(x, (C,), w[name + ".weight"], w.get(name + ".bias", zero(C)))
+    lin = lambda x, name: x @ w[name + ".weight"].T + w.get(name + ".bias", zero(w[name + ".weight"].size(0)))
     B, T = idx.shape
     x = w["transformer.wte.weight"][idx] + w["transformer.wpe.weight"][:T]  # (B, T, C)
     for layer in range(cfg.n_layer):
         p = f"transformer.h.{layer}."
-        q, k, v = (ln(x, p + "ln_1") @ w[p + "attn.c_attn.weight"].T).split(C, dim=2)
+        q, k, v = lin(ln(x, p + "ln_1"), p + "attn.c_attn").split(C, dim=2)
         y = torch.zeros_like(x)
         for b in range(B):
             for h in range(H):
@@ -123,13 +126,23 @@ def loop_forward(model, idx):
                     scores = [q[b, t, heads] @ k[b, s, heads] / math.sqrt(hs) for s in range(t + 1)]
                     att = torch.softmax(torch.stack(scores), 0)
                     y[b, t, heads] = sum(att[s] * v[b, s, heads] for s in range(t + 1))
-        x = x + y @ w[p + "attn.c_proj.weight"].T
-        x = x + F.gelu(ln(x, p + "ln_2") @ w[p + "mlp.c_fc.weight"].T) @ w[p + "mlp.c_proj.weight"].T
+        x = x + lin(y, p + "attn.c_proj")
+        hidden = lin(ln(x, p + "ln_2"), p + "mlp.c_fc")
+        if cfg.gelu == "tanh":  # GPT-2's gelu_new, written out
+            act = 0.5 * hidden * (1 + torch.tanh(math.sqrt(2 / math.pi) * (hidden + 0.044715 * hidden**3)))
+        else:
+            act = 0.5 * hidden * (1 + torch.erf(hidden / math.sqrt(2)))
+        x = x + lin(act, p + "mlp.c_proj")
     return ln(x, "transformer.ln_f") @ w["transformer.wte.weight"].T  # tied: the output matrix is wte
 
 
-def test_forward_matches_loop():
-    model = tiny()
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"bias": True, "gelu": "tanh"}, {"bias": False, "ln_bias": False}],
+    ids=["ours", "gpt2-style", "nanogpt-bias-false"],
+)
+def test_forward_matches_loop(options):
+    model = tiny(**options)
     idx = torch.randint(0, 11, (2, 6))
     logits, loss = model(idx)
     assert loss is None and logits.shape == (2, 6, 11)
@@ -240,3 +253,99 @@ def test_value_head_runs_in_fp32_under_autocast():
         h, _ = vm.gpt.body(seq[:, :-1])  # the body in bf16, as the model runs it
     expected = (h[:, 3:].float() @ vm.v_head.weight.float().T).squeeze(-1) + vm.v_head.bias
     torch.testing.assert_close(v, expected, atol=1e-5, rtol=1e-5)  # bf16 would be off by ~1e-2
+
+
+# -----------------------------------------------------------------------------
+# config options and prompts of different lengths (left padding)
+
+
+def test_bias_options_make_the_parameters_nanogpt_names():
+    names = lambda m: {n for n, _ in m.named_parameters()}
+    ours, with_bias, no_ln_bias = tiny(), tiny(bias=True), tiny(ln_bias=False)
+    assert "transformer.h.0.attn.c_attn.bias" not in names(ours) and "transformer.h.0.ln_1.bias" in names(ours)
+    linear = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}
+    assert {n for n in names(with_bias) - names(ours)} == {
+        f"transformer.h.{i}.{m}.bias" for i in range(2) for m in linear
+    }
+    assert not any(n.endswith("ln_1.bias") or n.endswith("ln_f.bias") for n in names(no_ln_bias))
+    assert all(
+        float(p.detach().abs().sum()) == 0
+        for n, p in GPT(tiny(bias=True).config).named_parameters()
+        if "c_fc.bias" in n
+    )
+    assert "lm_head.bias" not in names(with_bias)
+
+
+def test_left_pad():
+    idx, mask = left_pad([[1, 2, 3], [4], [5, 6]], pad_id=9)
+    assert idx.tolist() == [[1, 2, 3], [9, 9, 4], [9, 5, 6]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 1, 1]]
+
+
+ROWS = [[1, 2, 3, 4, 5, 6], [7, 3], [2, 2, 9, 1], [5]]  # prompts of 6, 2, 4 and 1 tokens
+
+
+@pytest.mark.parametrize("options", [{}, {"bias": True, "gelu": "tanh"}])
+def test_padded_forward_equals_each_row_alone(options):
+    """The second implementation: the loop forward of the row without its padding."""
+    model = tiny(**options)
+    idx, mask = left_pad(ROWS, pad_id=10)
+    logits, _ = model(idx, attention_mask=mask)
+    for i, row in enumerate(ROWS):
+        alone = loop_forward(model, torch.tensor([row]))[0]  # (len, V)
+        assert torch.allclose(logits[i, idx.size(1) - len(row) :].double(), alone, atol=1e-4), i
+        assert torch.isfinite(logits[i]).all()  # pad positions too: a NaN there would leak through 0 * NaN
+
+
+@pytest.mark.parametrize("temperature,use_cache", [(1.0, True), (0.7, False), (0, True)])
+def test_padded_generate_equals_each_row_alone(temperature, use_cache):
+    model = tiny()
+    idx, mask = left_pad(ROWS, pad_id=10)
+    u = torch.rand(len(ROWS), 12)
+    out, lp = model.generate(idx, 12, temperature, eos_id=10, uniforms=u, use_cache=use_cache, attention_mask=mask)
+    for i, row in enumerate(ROWS):
+        out1, lp1 = model.generate(torch.tensor([row]), 12, temperature, eos_id=10, uniforms=u[i : i + 1])
+        assert torch.equal(out[i], out1[0]), i
+        assert torch.allclose(lp[i], lp1[0], atol=1e-5), i
+    # and the training forward on the padded sequences gives the log-probs generate reported
+    seq = torch.cat([idx, out], dim=1)
+    logp, _ = completion_logprobs(model, seq, idx.size(1), temperature or 1.0, prompt_mask=mask)
+    m = completion_mask(out, 10).bool()
+    if temperature:
+        assert torch.allclose(logp[m], lp[m], atol=1e-5)
+
+
+def test_padded_generate_past_block_size_equals_alone():
+    """Beyond block_size the window crops the padding first, then the oldest real tokens, as alone."""
+    model = tiny(block_size=8)
+    idx, mask = left_pad(ROWS, pad_id=10)
+    u = torch.rand(len(ROWS), 10)
+    out, lp = model.generate(idx, 10, 1.0, uniforms=u, attention_mask=mask)
+    for i, row in enumerate(ROWS):
+        out1, lp1 = model.generate(torch.tensor([row]), 10, 1.0, uniforms=u[i : i + 1])
+        assert torch.equal(out[i], out1[0]) and torch.allclose(lp[i], lp1[0], atol=1e-5), i
+
+
+def test_all_ones_mask_is_the_unpadded_path_bit_for_bit():
+    """Prompts of one length (the char tasks) keep their numbers: an all-ones mask changes nothing."""
+    model = tiny()
+    idx, u = torch.randint(0, 10, (5, 4)), torch.rand(5, 8)
+    ones = torch.ones_like(idx)
+    a, lp_a = model.generate(idx, 8, eos_id=10, uniforms=u)
+    b, lp_b = model.generate(idx, 8, eos_id=10, uniforms=u, attention_mask=ones)
+    assert torch.equal(a, b) and torch.equal(lp_a, lp_b)
+    seq = torch.cat([idx, a], dim=1)
+    assert torch.equal(completion_logprobs(model, seq, 4)[0], completion_logprobs(model, seq, 4, prompt_mask=ones)[0])
+
+
+def test_padded_value_model_equals_alone():
+    gpt = tiny()
+    vm = ValueModel(gpt)
+    with torch.no_grad():
+        vm.v_head.weight.normal_()
+    idx, mask = left_pad(ROWS, pad_id=10)
+    comp = torch.randint(0, 10, (len(ROWS), 3))
+    v = vm(torch.cat([idx, comp], dim=1), idx.size(1), prompt_mask=mask)
+    for i, row in enumerate(ROWS):
+        v1 = vm(torch.cat([torch.tensor([row]), comp[i : i + 1]], dim=1), len(row))
+        assert torch.allclose(v[i], v1[0], atol=1e-5), i
