@@ -410,8 +410,11 @@ def setup_rewards(task, args, device, master=True, log=print):
     --reward rm (the default): the learned reward model's score (<out-dir>/rm.pth, trained first with its
     preference pairs if missing) is the reward and the lexicon rule is the gold; with --reward rule the
     rule itself is the reward (no reward model: the pre-RLHF toy, and a way to see reward hacking).
+    --reward unset means rm from scratch and rule with --init-from a model the user brings, since the
+    reward model's preference pairs are samples of the scratch SFT policy (--reward rm still trains it).
     """
-    if task.name != "shakespeare" or getattr(args, "reward", "rule") == "rule":
+    reward = getattr(args, "reward", None) or ("rm" if getattr(args, "init_from", "scratch") == "scratch" else "rule")
+    if task.name != "shakespeare" or reward == "rule":
         return task.reward_funcs, None
     rm, tok, info = load_or_train_rm(task, args, device, master, log)
     acc = info.get("val_gold_acc")

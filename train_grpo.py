@@ -1,13 +1,18 @@
 """
-GRPO training driver: SFT -> GRPO on a small character-level GPT, on CPU or CUDA.
+GRPO training driver: SFT -> GRPO on a small character-level GPT (or a model you bring), on CPU or CUDA.
 
     python train_grpo.py                                   # arithmetic, default flags, a few minutes on 2 cores
     python train_grpo.py --task shakespeare                # RLHF against a learned reward model
     python train_grpo.py --resume                          # continue from <out-dir>/grpo_ckpt.pt
     torchrun --standalone --nproc_per_node=2 train_grpo.py # data-parallel (gloo on CPU, nccl on CUDA)
+    python train_grpo.py --init-from ../nanoGPT/out-shakespeare-char/ckpt.pt --task shakespeare
+    python train_grpo.py --init-from gpt2 --task jsonl:qa.jsonl --device cuda   # GPT-2 weights, your data
+    python train_grpo.py --task examples/reverse_task.py:ReverseTask          # your own task class
 
 With no <out-dir>/policy.pth (default out/<task>) the SFT policy is trained first and saved there; it is
-also the frozen reference pi_ref. On shakespeare the reward is a learned reward model's score
+also the frozen reference pi_ref. --init-from starts from a nanoGPT checkpoint, a policy.pth or GPT-2
+weights instead (utils/init_from.py, no SFT); --task takes a task file or a JSONL dataset
+(utils/tasks.py, the task interface). Prompts of different lengths are left-padded (model.py). On shakespeare the reward is a learned reward model's score
 (<out-dir>/rm.pth; with none there, preference pairs are sampled from the SFT policy and the reward
 model is trained first: simple_example.py, reward_model.py) and the rule it was trained to imitate is
 logged beside it as gold_r; --reward rule optimises the rule itself. Each step: B prompts x G completions are sampled with the KV cache, scored by the
@@ -42,7 +47,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from grpo import completion_mask, entropy_from_logits, group_advantages, grpo_loss
+from grpo import entropy_from_logits, group_advantages, grpo_loss
 from model import completion_logprobs
 from reward_model import DivergedError, add_rm_args, setup_rewards
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -60,8 +65,8 @@ from utils.common import (
     print0,
 )
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
-from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
-from utils.tasks import TASKS, add_task_args, total_reward
+from utils.sft import add_init_args, add_model_args, check_model_config, load_policy
+from utils.tasks import TaskError, add_task_args, complete, load_task, total_reward
 
 TOP_K_REFUSED = (
     "--top-k is not supported for training: under top-k the tokens come from a truncated distribution, while the "
@@ -79,7 +84,7 @@ parser.add_argument(
     "--steps",
     type=at_least(1),
     default=None,
-    help="GRPO optimizer steps (default: the task's, arithmetic 1200, shakespeare 100)",
+    help="GRPO optimizer steps (default: the task's rl_steps, arithmetic 1200, shakespeare 100)",
 )
 parser.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), over all ranks")
 parser.add_argument("--group-size", type=at_least(2), default=8, help="completions per prompt (G)")
@@ -110,6 +115,7 @@ parser.add_argument(
 parser.add_argument("--grad-clip", type=positive(), default=1.0, help="clip the gradient's total 2-norm to this")
 add_run_args(parser, "grpo", torchrun=True)
 parser.add_argument("--debug-trace", default=None, help="tests: save per-update diagnostics and gradients here")
+add_init_args(parser)
 add_model_args(parser)
 add_rm_args(
     parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)")
@@ -117,10 +123,14 @@ add_rm_args(
 args = parser.parse_args()
 if args.top_k is not None:  # the loss needs log-probs of the distribution the tokens were sampled from
     parser.error(TOP_K_REFUSED)
-args.out_dir = args.out_dir or os.path.join("out", args.task)
-args.steps = args.steps or TASKS[args.task].rl_steps
 if args.n_embd % args.n_head:
     parser.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
+try:
+    task = load_task(args.task, args.data)
+except TaskError as e:
+    fail(str(e))
+args.out_dir = args.out_dir or os.path.join("out", task.name)
+args.steps = args.steps or task.rl_steps
 
 ckpt_path = os.path.join(args.out_dir, "grpo_ckpt.pt")
 if args.resume and not os.path.exists(ckpt_path):
@@ -140,31 +150,36 @@ torch.manual_seed(args.seed)
 # -----------------------------------------------------------------------------
 # data and models
 
-try:
-    task = TASKS[args.task](**({"data_path": args.data} if args.data else {}))
-except FileNotFoundError as e:
-    fail(str(e))
 T = args.max_new_tokens or task.max_new_tokens
-if task.prompt_len + T > task.block_size:
-    fail(f"--max-new-tokens {T} + prompt {task.prompt_len} exceeds the model's block_size {task.block_size}")
 try:
-    policy, tok, sft_info = load_or_train_sft(task, args, device, master, log=print0)
-    ref, _, _ = load_or_train_sft(task, args, device, master, log=print0)  # pi_ref: the SFT policy, frozen
-except CheckpointError as e:
+    policy, tok, sft_info = load_policy(task, args, device, master, log=print0)
+except (CheckpointError, ValueError) as e:  # ValueError: init_from.InitError, tasks.TaskError
     fail(str(e))
-ref.eval().requires_grad_(False)
-eos_id = tok.eos_id if task.uses_eos else None
+ref = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref: the starting policy, frozen
+block_size = policy.config.block_size
+try:  # every held-out prompt must be writable in the model's vocabulary and fit with its completion
+    longest = max(len(tok.encode(p)) for p in task.heldout)
+except (KeyError, ValueError) as e:  # a character the vocabulary lacks
+    fail(f"--task {args.task}: a held-out prompt does not fit the model's vocabulary ({str(e)[:80]})")
+if longest + T > block_size:
+    fail(
+        f"--max-new-tokens {T} + the longest held-out prompt ({longest} tokens) exceeds the model's block_size {block_size}"
+    )
 
 optimizer = torch.optim.Adam(policy.parameters(), lr=args.lr)
 start_step, elapsed, bad_streak = 0, 0.0, 0
 if args.resume:
     try:
         ck = load_checkpoint(ckpt_path, map_location=device)
-        check_model_config(ck["model_config"], model_config(task, tok, args), ckpt_path)
+        check_model_config(ck["model_config"], policy.config, ckpt_path)
     except CheckpointError as e:
         fail(f"--resume: {e}")
     if ck["task"] != task.name:
         fail(f"--resume: {ckpt_path} is a {ck['task']} run, not {task.name}")
+    if ck["config"].get("init_from", "scratch") != args.init_from:  # the reference would differ
+        fail(
+            f"--resume: {ckpt_path} started from --init-from {ck['config'].get('init_from', 'scratch')}, not {args.init_from}"
+        )
     policy.load_state_dict(ck["policy"])
     optimizer.load_state_dict(ck["optimizer"])
     start_step, elapsed = ck["step"], ck["elapsed"]
@@ -175,7 +190,8 @@ if args.resume:
         print0(f"note: the learning-rate schedule now follows these flags, not the checkpoint's run ({before})")
 
 sft_eval = task.evaluate(ref, tok, device) if master else {}  # pi_ref is the SFT policy, also after --resume
-print0(f"SFT policy ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")
+start = "SFT policy" if args.init_from == "scratch" else "starting policy"
+print0(f"{start} ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")
 train_model = torch.compile(policy) if args.compile else policy
 if ddp:
     train_model = DDP(train_model, device_ids=[local_rank] if device_type == "cuda" else None)
@@ -188,6 +204,7 @@ except DivergedError as e:
     fail(f"reward model: {e}", code=1)
 reward_names = [name for name, _, _ in reward_funcs]
 columns = BASE_COLUMNS + [f"r_{n}" for n in reward_names] + ["kept_groups"] + (["gold_r"] if gold_fn else [])
+columns += [k for k in sft_eval if k not in columns]  # a task's own evaluation keys
 if master:
     logger = CSVLogger(args.log, columns, resume_step=start_step if args.resume else None)
     samples_path = os.path.splitext(args.log)[0] + "_samples.txt"
@@ -244,17 +261,28 @@ def trace_update(step, it, logp, old, mask, stats):
 
 
 def rollout(prompts, u):
-    """Sample G completions for each prompt. Returns (seq (n*G, P+T), completions text, mask (n*G, T))."""
-    idx = torch.tensor([tok.encode(p) for p in prompts for _ in range(G)], device=device)  # (n*G, P)
-    with ctx:
-        out, _ = policy.generate(idx, T, temperature=args.temperature, eos_id=eos_id, uniforms=u)
-    if eos_id is not None:
-        mask = completion_mask(out, eos_id)  # (n*G, T) real tokens up to and including the end token
-        texts = [tok.decode_completion(r) for r in out.tolist()]
-    else:
-        mask = torch.ones_like(out, dtype=torch.float)
-        texts = [tok.decode(r) for r in out.tolist()]
-    return torch.cat([idx, out], dim=1), texts, mask
+    """Sample G completions for each prompt (left-padded to the longest). Returns (seq (n*G, P+T),
+    completions text, prompt_mask (n*G, P) 1 = real prompt token, mask (n*G, T) 1 = completion token)."""
+    try:
+        with ctx:
+            texts, seq, pmask, mask = complete(
+                policy, tok, [p for p in prompts for _ in range(G)], T, uses_eos=task.uses_eos,
+                temperature=args.temperature, uniforms=u, device=device,
+            )  # fmt: skip
+    except (KeyError, ValueError) as e:
+        fail(f"--task {args.task}: a training prompt does not fit the model's vocabulary ({str(e)[:80]})")
+    if seq.size(1) > block_size:
+        fail(f"a prompt of {seq.size(1) - T} tokens + --max-new-tokens {T} exceeds the model's block_size {block_size}")
+    return seq, texts, pmask, mask
+
+
+def pad_prompts(seqs, pmasks):
+    """Rows of draws whose prompts were padded to different lengths, left-padded to a common one."""
+    P = max(m.size(1) for m in pmasks)
+    seqs = [
+        torch.cat([s.new_full((s.size(0), P - m.size(1)), tok.pad_id), s], 1) for s, m in zip(seqs, pmasks, strict=True)
+    ]
+    return seqs, [torch.cat([m.new_zeros((m.size(0), P - m.size(1))), m], 1) for m in pmasks]
 
 
 # -----------------------------------------------------------------------------
@@ -274,10 +302,13 @@ for step in pbar:
         u_all = torch.rand(args.batch_size * G, T, generator=g)
         prompts = prompts_all[rank * B : (rank + 1) * B]
         u = u_all[rank * B * G : (rank + 1) * B * G]
-        seq, texts, mask = rollout(prompts, u)
-        rewards, parts = total_reward(reward_funcs, [p for p in prompts for _ in range(G)], texts)
+        seq, texts, pmask, mask = rollout(prompts, u)
+        try:
+            rewards, parts = total_reward(reward_funcs, [p for p in prompts for _ in range(G)], texts)
+        except TaskError as e:
+            fail(str(e))
         r = torch.tensor(rewards)
-        draw = dict(prompts=prompts, seq=seq, texts=texts, mask=mask, r=r, parts=parts)
+        draw = dict(prompts=prompts, seq=seq, pmask=pmask, texts=texts, mask=mask, r=r, parts=parts)
         keep = list(range(B))
         if args.dynamic_sampling:  # DAPO: a group whose rewards are all equal has advantage 0, drop it
             keep = (r.view(B, G).std(dim=1) > 0).nonzero().flatten().tolist()
@@ -287,16 +318,19 @@ for step in pbar:
     first = draws[0][0]  # the first, unfiltered draw: its rewards are the honest on-policy figures
     # no informative group in any draw: train on the first draw (advantages 0, the KL term alone)
     rows = [(d, b) for d, keep in draws for b in keep][:B] or [(first, b) for b in range(B)]
-    seq, mask, r = (torch.cat([d[k][b * G : (b + 1) * G] for d, b in rows]) for k in ("seq", "mask", "r"))
+    picked = {k: [d[k][b * G : (b + 1) * G] for d, b in rows] for k in ("seq", "pmask", "mask", "r")}
+    seq, pmask = (torch.cat(x) for x in pad_prompts(picked["seq"], picked["pmask"]))  # (n*G, P+T), (n*G, P)
+    mask, r = torch.cat(picked["mask"]), torch.cat(picked["r"])
+    P = pmask.size(1)
     # --- advantages, on the global batch of rewards so that "batch" scale sees every rank's rewards
     r_global, offset = gather(r)  # (B_global*G,) the rewards trained on, every rank's
     adv = group_advantages(r_global, G, scale=args.scale)[offset : offset + r.numel()].to(device)  # (n*G,)
     # --- reference and old log-probs (no grad)
     with torch.no_grad(), ctx:
-        ref_logp, _ = completion_logprobs(ref, seq, task.prompt_len, args.temperature)  # (n*G, T)
+        ref_logp, _ = completion_logprobs(ref, seq, P, args.temperature, pmask)  # (n*G, T)
         old_logp = None
         if args.num_iterations > 1:  # pi_old: the sampling policy, before any of the mu updates
-            old_logp, _ = completion_logprobs(policy, seq, task.prompt_len, args.temperature)
+            old_logp, _ = completion_logprobs(policy, seq, P, args.temperature, pmask)
     num_tokens = mask.sum()
     if ddp and args.loss_type == "dapo":
         dist.all_reduce(num_tokens)  # the global token count (DAPO's token-level normaliser)
@@ -309,7 +343,7 @@ for step in pbar:
         saved = copy.deepcopy((policy.state_dict(), optimizer.state_dict()))
     for it in range(args.num_iterations):
         with ctx:  # through the DDP wrapper, so that backward all-reduces the gradients
-            logp, logits = completion_logprobs(train_model, seq, task.prompt_len, args.temperature)  # (n*G, T)
+            logp, logits = completion_logprobs(train_model, seq, P, args.temperature, pmask)  # (n*G, T)
         if it == 0:
             entropy = entropy_from_logits(logits.detach(), mask).item()
         old = logp.detach() if old_logp is None else old_logp

@@ -5,6 +5,7 @@ PPO training driver, the baseline for GRPO: SFT -> RLHF-PPO on a small character
     python train_ppo.py --task shakespeare                 # against the learned reward model, as train_grpo.py
     python train_ppo.py --gamma 1 --gae-lambda 1           # the original's "simplified PPO": MC return - V
     python train_ppo.py --resume                           # continue from <out-dir>/ppo_ckpt.pt
+    python train_ppo.py --init-from ckpt.pt --task jsonl:qa.jsonl   # a model and a task you bring, as train_grpo.py
 
 It starts from the same SFT policy as train_grpo.py (<out-dir>/policy.pth, trained first if missing,
 also the frozen reference pi_ref), optimises the same reward functions (reward_model.setup_rewards), and
@@ -64,15 +65,15 @@ from dataclasses import asdict
 import torch
 from tqdm import tqdm
 
-from grpo import completion_mask, entropy_from_logits
+from grpo import entropy_from_logits
 from model import ValueModel, completion_logprobs
 from ppo import explained_variance, gae, masked_mean, masked_whiten, per_token_rewards, ppo_loss
 from reward_model import DivergedError, add_rm_args, setup_rewards
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import add_run_args, at_least, fail, is_finite, lr_at, memory_stats, pick_device, positive
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
-from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
-from utils.tasks import TASKS, add_task_args, total_reward
+from utils.sft import add_init_args, add_model_args, check_model_config, load_policy
+from utils.tasks import TaskError, add_task_args, complete, load_task, total_reward
 
 # -----------------------------------------------------------------------------
 # config
@@ -120,6 +121,7 @@ parser.add_argument(
 )
 parser.add_argument("--grad-clip", type=positive(), default=1.0, help="clip each model's gradient 2-norm to this")
 add_run_args(parser, "ppo")
+add_init_args(parser)
 add_model_args(parser)
 add_rm_args(
     parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)")
@@ -130,10 +132,14 @@ if args.top_k is not None:  # the same reason as train_grpo.py's
         "--top-k is not supported for training: the loss, the ratio and the KL need the log-probs of the "
         "distribution the tokens were sampled from, and under top-k that is a truncated one"
     )
-args.out_dir = args.out_dir or os.path.join("out", args.task)
-args.steps = args.steps or TASKS[args.task].rl_steps
 if args.n_embd % args.n_head:
     parser.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
+try:
+    task = load_task(args.task, args.data)
+except TaskError as e:
+    fail(str(e))
+args.out_dir = args.out_dir or os.path.join("out", task.name)
+args.steps = args.steps or task.rl_steps
 B, G = args.batch_size, args.group_size  # prompts per step, completions per prompt
 N = B * G  # completions per step
 if N % args.num_minibatches:
@@ -158,24 +164,23 @@ torch.manual_seed(args.seed)
 # -----------------------------------------------------------------------------
 # data and models
 
-try:
-    task = TASKS[args.task](**({"data_path": args.data} if args.data else {}))
-except FileNotFoundError as e:
-    fail(str(e))
 T = args.max_new_tokens or task.max_new_tokens
-P = task.prompt_len
-if P + T > task.block_size:
-    fail(f"--max-new-tokens {T} + prompt {P} exceeds the model's block_size {task.block_size}")
 try:
-    policy, tok, sft_info = load_or_train_sft(task, args, device)
-    ref, _, _ = load_or_train_sft(task, args, device)  # pi_ref: the SFT policy, frozen
-except CheckpointError as e:
+    policy, tok, sft_info = load_policy(task, args, device)
+except (CheckpointError, ValueError) as e:  # ValueError: init_from.InitError, tasks.TaskError
     fail(str(e))
-ref.eval().requires_grad_(False)
-eos_id = tok.eos_id if task.uses_eos else None
+ref = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref: the starting policy, frozen
+block_size = policy.config.block_size
+try:  # every held-out prompt must be writable in the model's vocabulary and fit with its completion
+    longest = max(len(tok.encode(p)) for p in task.heldout)
+except (KeyError, ValueError) as e:  # a character the vocabulary lacks
+    fail(f"--task {args.task}: a held-out prompt does not fit the model's vocabulary ({str(e)[:80]})")
+if longest + T > block_size:
+    fail(
+        f"--max-new-tokens {T} + the longest held-out prompt ({longest} tokens) exceeds the model's block_size {block_size}"
+    )
 
-
-value_model = ValueModel(load_or_train_sft(task, args, device)[0]).to(device)  # body from the SFT policy
+value_model = ValueModel(copy.deepcopy(policy)).to(device)  # body from the starting policy
 
 optimizer = torch.optim.Adam(policy.parameters(), lr=args.lr)
 value_optimizer = torch.optim.Adam(value_model.parameters(), lr=args.value_lr)
@@ -183,11 +188,15 @@ start_step, elapsed, bad_streak = 0, 0.0, 0
 if args.resume:
     try:
         ck = load_checkpoint(ckpt_path, map_location=device)
-        check_model_config(ck["model_config"], model_config(task, tok, args), ckpt_path)
+        check_model_config(ck["model_config"], policy.config, ckpt_path)
     except CheckpointError as e:
         fail(f"--resume: {e}")
     if ck["task"] != task.name:
         fail(f"--resume: {ckpt_path} is a {ck['task']} run, not {task.name}")
+    if ck["config"].get("init_from", "scratch") != args.init_from:  # the reference would differ
+        fail(
+            f"--resume: {ckpt_path} started from --init-from {ck['config'].get('init_from', 'scratch')}, not {args.init_from}"
+        )
     policy.load_state_dict(ck["policy"])
     value_model.load_state_dict(ck["value_model"])
     optimizer.load_state_dict(ck["optimizer"])
@@ -200,7 +209,8 @@ if args.resume:
         print(f"note: the learning-rate schedule now follows these flags, not the checkpoint's run ({before})")
 
 sft_eval = task.evaluate(ref, tok, device)  # pi_ref is the SFT policy, also after --resume
-print(f"SFT policy ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")
+start = "SFT policy" if args.init_from == "scratch" else "starting policy"
+print(f"{start} ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")
 train_model = torch.compile(policy) if args.compile else policy
 
 try:
@@ -212,6 +222,7 @@ except DivergedError as e:
 reward_names = [name for name, _, _ in reward_funcs]
 ppo_columns = ["value_loss", "explained_var", "approx_kl", "pg_loss"]
 columns = BASE_COLUMNS + [f"r_{n}" for n in reward_names] + ppo_columns + (["gold_r"] if gold_fn else [])
+columns += [k for k in sft_eval if k not in columns]  # a task's own evaluation keys
 logger = CSVLogger(args.log, columns, resume_step=start_step if args.resume else None)
 samples_path = os.path.splitext(args.log)[0] + "_samples.txt"
 if not args.resume and os.path.exists(samples_path):
@@ -219,17 +230,19 @@ if not args.resume and os.path.exists(samples_path):
 
 
 def rollout(prompts, u):
-    """Sample G completions for each prompt. Returns (seq (B*G, P+T), completions text, mask (B*G, T))."""
-    idx = torch.tensor([tok.encode(p) for p in prompts for _ in range(G)], device=device)  # (B*G, P)
-    with ctx:
-        out, _ = policy.generate(idx, T, temperature=args.temperature, eos_id=eos_id, uniforms=u)
-    if eos_id is not None:
-        mask = completion_mask(out, eos_id)  # (B*G, T) real tokens up to and including the end token
-        texts = [tok.decode_completion(r) for r in out.tolist()]
-    else:
-        mask = torch.ones_like(out, dtype=torch.float)
-        texts = [tok.decode(r) for r in out.tolist()]
-    return torch.cat([idx, out], dim=1), texts, mask
+    """Sample G completions for each prompt (left-padded to the longest). Returns (seq (B*G, P+T),
+    completions text, prompt_mask (B*G, P) 1 = real prompt token, mask (B*G, T) 1 = completion token)."""
+    try:
+        with ctx:
+            texts, seq, pmask, mask = complete(
+                policy, tok, [p for p in prompts for _ in range(G)], T, uses_eos=task.uses_eos,
+                temperature=args.temperature, uniforms=u, device=device,
+            )  # fmt: skip
+    except (KeyError, ValueError) as e:
+        fail(f"--task {args.task}: a training prompt does not fit the model's vocabulary ({str(e)[:80]})")
+    if seq.size(1) > block_size:
+        fail(f"a prompt of {seq.size(1) - T} tokens + --max-new-tokens {T} exceeds the model's block_size {block_size}")
+    return seq, texts, pmask, mask
 
 
 # -----------------------------------------------------------------------------
@@ -243,15 +256,19 @@ for step in pbar:
     g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
     prompts = task.sample_prompts(g, B)
     u = torch.rand(N, T, generator=g)
-    seq, texts, mask = rollout(prompts, u)
-    scores, parts = total_reward(reward_funcs, [p for p in prompts for _ in range(G)], texts)
+    seq, texts, pmask, mask = rollout(prompts, u)
+    P = pmask.size(1)
+    try:
+        scores, parts = total_reward(reward_funcs, [p for p in prompts for _ in range(G)], texts)
+    except TaskError as e:
+        fail(str(e))
     scores = torch.tensor(scores, device=device)  # (N,)
     # --- pi_old, pi_ref and V_old on the rollout (no grad). pi_old is recomputed with the training
     # forward rather than taken from generate(), so that ratio == 1 exactly before the first update
     with torch.no_grad(), ctx:
-        old_logp, logits = completion_logprobs(policy, seq, P, args.temperature)  # (N, T), (N, T, V)
-        ref_logp, _ = completion_logprobs(ref, seq, P, args.temperature)  # (N, T)
-        old_values = value_model(seq, P).float()  # (N, T)
+        old_logp, logits = completion_logprobs(policy, seq, P, args.temperature, pmask)  # (N, T), (N, T, V)
+        ref_logp, _ = completion_logprobs(ref, seq, P, args.temperature, pmask)  # (N, T)
+        old_values = value_model(seq, P, pmask).float()  # (N, T)
     old_logp, ref_logp = old_logp.float(), ref_logp.float()
     entropy = entropy_from_logits(logits, mask).item()
     d = ref_logp - old_logp
@@ -277,8 +294,8 @@ for step in pbar:
         for start in range(0, N, mb_size):
             mb = perm[start : start + mb_size]
             with ctx:
-                logp, _ = completion_logprobs(train_model, seq[mb], P, args.temperature)  # (mb, T)
-                values = value_model(seq[mb], P)  # (mb, T)
+                logp, _ = completion_logprobs(train_model, seq[mb], P, args.temperature, pmask[mb])  # (mb, T)
+                values = value_model(seq[mb], P, pmask[mb])  # (mb, T)
             loss, stats = ppo_loss(
                 logp,
                 old_logp[mb],

@@ -59,3 +59,32 @@ def exact_log(r):
             return x.item()
         x = torch.nextafter(x, torch.tensor(math.inf if e < r else -math.inf))
     raise AssertionError(f"no float32 log of {r}")
+
+
+GPT2_TEXT = ["the cat sat on the mat.", "a dog, a cat and a bird!", "hello world\n", "the end is near, said the cat."]
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory):
+    """A random 2-layer GPT-2 and a byte-level BPE tokenizer trained here, saved with save_pretrained."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    bpe.train_from_iterator(
+        GPT2_TEXT, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=alphabet)
+    )
+    hf_tok = transformers.GPT2TokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=len(hf_tok))
+    hf = transformers.GPT2LMHeadModel(cfg)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    d = tmp_path_factory.mktemp("gpt2") / "tiny-gpt2"
+    hf.save_pretrained(d)
+    hf_tok.save_pretrained(d)
+    return str(d), hf.eval(), hf_tok

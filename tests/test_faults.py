@@ -137,7 +137,7 @@ def test_nan_streak_stops_without_poisoned_checkpoint(sft_dir):
         (["--clip-eps", "0"], "--clip-eps: must be > 0"),
         (["--grad-clip", "-1"], "--grad-clip: must be > 0"),
         (["--num-iterations", "0"], "--num-iterations: must be >= 1"),
-        (["--task", "chess"], "invalid choice: 'chess'"),
+        (["--task", "chess"], "unknown --task 'chess'"),
         (["--device", "tpu"], "invalid choice: 'tpu'"),
         (["--resume"], "no checkpoint"),
         (["--task", "shakespeare", "--data", "/nonexistent/text.txt"], "/nonexistent/text.txt not found"),

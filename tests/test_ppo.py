@@ -402,7 +402,7 @@ def test_train_ppo_nan_steps_are_skipped_then_stop(sft_dir):
         (["--clip-value", "-1"], "--clip-value: must be > 0"),
         (["--num-iterations", "0"], "--num-iterations: must be >= 1"),
         (["--num-minibatches", "3"], "does not divide"),
-        (["--task", "chess"], "invalid choice: 'chess'"),
+        (["--task", "chess"], "unknown --task 'chess'"),
         (["--resume"], "no checkpoint"),
         (["--task", "shakespeare", "--data", "/nonexistent/text.txt"], "/nonexistent/text.txt not found"),
     ],

@@ -1,24 +1,27 @@
-"""Supervised fine-tuning of the starting policy, shared by every driver.
+"""The starting policy, shared by every driver: trained here (SFT) or loaded from what the user brings.
 
 `python train_grpo.py` (and train_ppo.py, simple_example.py) call load_or_train_sft: with
-<out-dir>/policy.pth present it is loaded (and checked against the flags); without it a fresh GPT is
-trained on the task's SFT data and saved there. That policy is the RL starting point and the frozen
-reference pi_ref.
+<out-dir>/policy.pth present it is loaded (and checked against the flags); without it a fresh char GPT
+is trained on the task's SFT data (its sft_batch, made from sft_examples for most tasks) and saved there.
+With --init-from (load_policy) the drivers start instead from a nanoGPT checkpoint, a policy.pth or
+GPT-2 weights (utils/init_from.py), and run no SFT. Either way that policy is the RL starting point
+and the frozen reference pi_ref.
 
-SFT is deliberately partial on arithmetic: it stops as soon as greedy accuracy on 500 *training*
-problems reaches --sft-target-acc (default 0.4), so GRPO has something left to learn. The held-out
-problems are never used to decide anything.
+SFT can be deliberately partial: a task with sft_progress (arithmetic: greedy accuracy on 500 *training*
+problems) stops as soon as it reaches --sft-target-acc (default 0.4), so GRPO has something left to
+learn. The held-out problems are never used to decide anything.
 """
 
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import torch
 import torch.distributed as dist
 
 from model import GPT, CharTokenizer, GPTConfig
 from utils.ckpt import CheckpointError, load_checkpoint, save_checkpoint
+from utils.tasks import check_scratch
 
 
 def add_model_args(parser):
@@ -37,6 +40,22 @@ def add_model_args(parser):
     )
 
 
+def add_init_args(parser):
+    """--init-from and what it needs: the RL drivers' choice of starting model (nanoGPT's init_from)."""
+    parser.add_argument(
+        "--init-from",
+        default="scratch",
+        help="scratch (SFT a char GPT on the task, kept in <out-dir>/policy.pth) | path to a nanoGPT ckpt.pt | "
+        "path to a policy.pth | gpt2, gpt2-medium, gpt2-large, gpt2-xl | a save_pretrained directory",
+    )
+    parser.add_argument(
+        "--meta", default=None, help="nanoGPT checkpoint: its meta.pkl (default data/<dataset>/meta.pkl, as sample.py)"
+    )
+    parser.add_argument(
+        "--tokenizer", default=None, help="nanoGPT checkpoint without meta.pkl: a Hugging Face tokenizer name or folder"
+    )
+
+
 def model_config(task, tok, args):
     return GPTConfig(
         block_size=task.block_size,
@@ -50,7 +69,8 @@ def model_config(task, tok, args):
 def check_model_config(saved, cfg, path):
     """Refuse (one line) a checkpoint whose model config differs from the one the flags build."""
     want = asdict(cfg)
-    diff = [f"{k}={saved.get(k)} (flags: {want[k]})" for k in want if saved.get(k) != want[k]]
+    default = {f.name: f.default for f in fields(GPTConfig)}  # files written before a field existed
+    diff = [f"{k}={saved.get(k, default[k])} (flags: {want[k]})" for k in want if saved.get(k, default[k]) != want[k]]
     if diff:
         raise CheckpointError(
             f"{path} does not match the flags: {', '.join(diff)}; use matching flags or another --out-dir"
@@ -71,8 +91,8 @@ def sft_train(task, tok, cfg, args, device, log=print):
         loss.backward()
         opt.step()
         info = {"sft_steps": step, "sft_loss": loss.item()}
-        if task.name == "arithmetic" and step % 25 == 0:
-            acc = task.evaluate(model, tok, device, split="train")["eval_acc"]
+        if getattr(task, "sft_progress", None) and step % 25 == 0:  # partial SFT (arithmetic: train-split accuracy)
+            acc = task.sft_progress(model, tok, device)
             info["sft_train_acc"] = acc
             if acc >= args.sft_target_acc:
                 break
@@ -114,3 +134,19 @@ def load_or_train_sft(task, args, device, master=True, log=print):
     model = GPT(cfg).to(device)
     model.load_state_dict(ck["model"])
     return model, tok, ck.get("info", {})
+
+
+def load_policy(task, args, device, master=True, log=print):
+    """The RL starting policy: --init-from scratch (load_or_train_sft) or a model the user brings
+    (utils/init_from.py, no SFT). Returns (model, tokenizer, info). Raises CheckpointError, TaskError or
+    InitError (both ValueError) with a one-line message."""
+    if args.init_from == "scratch":
+        check_scratch(task, f"--task {args.task}")
+        return load_or_train_sft(task, args, device, master, log)
+    from utils.init_from import load_pretrained  # transformers is imported only on this path
+
+    model, tok, info = load_pretrained(
+        args.init_from, needs_eos=getattr(task, "uses_eos", True), meta=args.meta, tokenizer=args.tokenizer
+    )
+    log(f"init from {args.init_from}: {info}")
+    return model.to(device), tok, info

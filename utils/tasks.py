@@ -1,25 +1,73 @@
-"""The two tasks: prompts, reward functions, SFT data and held-out evaluation.
+"""Tasks: what the policy is asked, how its answers are scored, the SFT data and the held-out evaluation.
 
-arithmetic  (verifiable rewards, as in DeepSeek-R1): prompt "37+48=", completion "85|" ("|" is the end
-            token). Operands 10..99, so every prompt is 6 characters. The 8100 problems are split once,
-            with a fixed seed that does not depend on --seed, into 7600 for training and 500 held out.
-shakespeare (the original toy): a 32-character window of tiny Shakespeare as prompt, a fixed-length
-            32-character completion. The first 90% of the text gives training prompts, the last 10%
-            held-out ones. Scored by the rule `gold_score` below (the reward-model issue learns it).
+Pick one with --task:
+  arithmetic               built in: "37+48=" -> "85|" ("|" is the end token), verifiable rewards as in
+                           DeepSeek-R1. Operands 10..99; the 8100 problems are split once, with a fixed seed
+                           that never depends on --seed, into 7600 for training and 500 held out.
+  shakespeare              built in: a 32-character window of tiny Shakespeare as prompt, a fixed-length
+                           32-character completion scored by `gold_score` (the reward-model issue learns it).
+                           The first 90% of the text gives training prompts, the last 10% held-out ones.
+  path/to/my_task.py:Cls   your class in a file (or an object of it), e.g. examples/reverse_task.py:ReverseTask
+  some.module:Name         the same from an importable module
+  jsonl:data.jsonl         rows {"prompt": str, "answer": str}; jsonl:train.jsonl,heldout.jsonl to name the
+                           held-out rows (JsonlTask below says how it splits, scores and sizes)
 
-Reward functions are plain Python, f(prompts, completions) -> list[float], each with a weight; the total
-reward is the weighted sum. A completion is the decoded text up to and including the end token.
+A class is built with no arguments, or with data_path=<--data> when --data is given.
+
+The task interface (any object with these attributes; load_task checks them and fills in the defaults)
+----------------------------------------------------------------------------------------------------
+Required
+  name            str: the run's name (out/<name>, logs, checkpoints)
+  max_new_tokens  int: the completion length cap (--max-new-tokens overrides it)
+  reward_funcs    [(name, f, weight)], f(prompts, completions) -> list[float], one finite number per
+                  completion; the reward is the weighted sum (total_reward)
+  sample_prompts  (g: torch.Generator, n) -> list[str]: n training prompts, drawn with g only
+  heldout         list[str]: the held-out prompts the evaluation uses
+                  (prompts may differ in length: `complete` left-pads them and masks the padding)
+Optional (default)
+  uses_eos        (True) completions stop at the end token; False: every completion is max_new_tokens long
+  rl_steps        (200) the default --steps
+  correct         (None) f(prompts, completions) -> list of 0.0/1.0: gives eval_acc
+  evaluate        (greedy decoding of `heldout`: eval_r = mean total reward, eval_acc = mean `correct`
+                  when there is one) (model, tok, device) -> {"eval_...": float}
+  Only for a model trained from scratch (--init-from scratch, a character tokenizer):
+  chars           (None) every character prompts and completions use (the end token "|" is added)
+  block_size      (longest of `heldout` and 1024 sampled training prompts, + max_new_tokens) the context
+  sft_examples    (None) (g, n) -> [(prompt, completion)], the completion ending with END ("|") when the
+                  task stops; SFT learns the completion tokens, never the prompt's
+  sft_batch       (built from sft_examples) (g, n, tok) -> (x, y) (n, T) long, -1 in y is ignored: full
+                  control over the SFT data (shakespeare trains on plain text windows)
+  sft_progress    (None) (model, tok, device) -> float: SFT stops once it reaches --sft-target-acc
+                  (arithmetic: greedy accuracy on 500 training problems, so SFT is partial)
+
+A completion, as reward functions see it, is the decoded text up to and including the end token, which
+always reads END ("|") whatever the tokenizer (others render a literal "|" as "¦"); with uses_eos=False,
+the whole fixed-length text. A completion that never stopped has no END at its end: it was cut off.
 """
 
+import functools
+import importlib
+import importlib.util
+import inspect
+import json
+import math
+import numbers
 import os
 import re
+import sys
 
 import torch
 
-from model import END
+from grpo import completion_mask
+from model import END, left_pad
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 SHAKESPEARE = os.path.join(DATA_DIR, "tinyshakespeare.txt")
+
+
+class TaskError(ValueError):
+    """A task that cannot be loaded or used; the message is one line naming the file (and line)."""
+
 
 # -----------------------------------------------------------------------------
 # arithmetic
@@ -52,6 +100,7 @@ class ArithmeticTask:
     uses_eos = True
     rl_steps = 1200  # default --steps of train_grpo.py / train_ppo.py: >= 0.90 held-out for seeds 1-3 (README)
     reward_funcs = [("exact", exact_match, 1.0), ("format", well_formed, 0.1)]
+    correct = staticmethod(exact_match)
 
     def __init__(self, data_path=None):
         problems = [f"{a}+{b}=" for a in range(10, 100) for b in range(10, 100)]
@@ -64,27 +113,21 @@ class ArithmeticTask:
         idx = torch.randint(len(self.train), (n,), generator=g).tolist()
         return [self.train[i] for i in idx]
 
-    def sft_batch(self, g, batch_size, tok):
-        """(x, y) for next-token SFT on correct solutions; the prompt's targets are -1 (ignored)."""
-        prompts = self.sample_prompts(g, batch_size)
-        rows = [tok.encode(p + _answer(p)) + [tok.eos_id] for p in prompts]
-        T = max(len(r) for r in rows)
-        x = torch.full((batch_size, T - 1), tok.eos_id, dtype=torch.long)
-        y = torch.full((batch_size, T - 1), -1, dtype=torch.long)
-        for i, r in enumerate(rows):
-            x[i, : len(r) - 1] = torch.tensor(r[:-1])
-            y[i, self.prompt_len - 1 : len(r) - 1] = torch.tensor(r[self.prompt_len :])  # answer + end only
-        return x, y
+    def sft_examples(self, g, n):
+        return [(p, _answer(p) + END) for p in self.sample_prompts(g, n)]
+
+    def sft_batch(self, g, n, tok):
+        return sft_batch_from_examples(self.sft_examples(g, n), tok)
+
+    def sft_progress(self, model, tok, device):
+        """Greedy accuracy on 500 training problems: SFT stops at --sft-target-acc, leaving GRPO work to do."""
+        return self.evaluate(model, tok, device, split="train")["eval_acc"]
 
     def evaluate(self, model, tok, device, n=None, split="heldout"):
         """Greedy decoding on the held-out problems (or 500 training ones): exact-match accuracy and
         mean total reward."""
         prompts = self.heldout[:n] if split == "heldout" else self.train[:500]
-        idx = torch.tensor([tok.encode(p) for p in prompts], device=device)
-        out, _ = model.generate(idx, self.max_new_tokens, temperature=0, eos_id=tok.eos_id)
-        comps = [tok.decode_completion(r) for r in out.tolist()]
-        acc = sum(exact_match(prompts, comps)) / len(prompts)
-        return {"eval_acc": acc, "eval_r": sum(total_reward(self.reward_funcs, prompts, comps)[0]) / len(prompts)}
+        return evaluate_greedy(self, model, tok, device, prompts)
 
 
 # -----------------------------------------------------------------------------
@@ -127,6 +170,7 @@ class ShakespeareTask:
     uses_eos = False
     rl_steps = 100  # default --steps: against the learned reward model, gold peaks early and then falls (README)
     reward_funcs = [("lexicon", lexicon_reward, 1.0)]
+    correct = sft_examples = sft_progress = None  # no right answer; SFT is language modelling (sft_batch)
 
     def __init__(self, data_path=SHAKESPEARE):
         if not os.path.exists(data_path):
@@ -155,30 +199,373 @@ class ShakespeareTask:
         """Mean rule score (the gold score) on the held-out prompts, sampled at `temperature` with fixed
         random numbers."""
         prompts = self.heldout[:n]
-        idx = torch.tensor([tok.encode(p) for p in prompts], device=device)
         u = torch.rand(len(prompts), self.max_new_tokens, generator=torch.Generator().manual_seed(0))
-        out, _ = model.generate(idx, self.max_new_tokens, temperature=temperature, uniforms=u)
-        comps = [tok.decode(r) for r in out.tolist()]
+        comps = complete(
+            model, tok, prompts, self.max_new_tokens, uses_eos=False, temperature=temperature, uniforms=u, device=device
+        )[0]
         return {"eval_r": sum(total_reward(self.reward_funcs, prompts, comps)[0]) / len(prompts)}
 
 
+# -----------------------------------------------------------------------------
+# JSONL: prompt/answer rows from a file
+
+
+def read_jsonl(path):
+    """[(prompt, answer, line number)] from a file of {"prompt": str, "answer": str} lines (blank lines
+    skipped, other keys ignored). Raises TaskError naming path:line for anything else."""
+    if not os.path.isfile(path):
+        raise TaskError(f"{path}: file not found")
+    rows = []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise TaskError(f"{path}:{n}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TaskError(f"{path}:{n}: bad JSON: {e.msg} (column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise TaskError(f'{path}:{n}: a row is an object {{"prompt": ..., "answer": ...}}, not {row!r:.40}')
+            for key in ("prompt", "answer"):
+                if key not in row:
+                    raise TaskError(f'{path}:{n}: no "{key}" (a row is {{"prompt": str, "answer": str}})')
+                if not isinstance(row[key], str):
+                    raise TaskError(f'{path}:{n}: "{key}" is {type(row[key]).__name__} {row[key]!r:.40}, not a string')
+                if END in row[key]:
+                    raise TaskError(f'{path}:{n}: "{key}" contains {END!r}, the character reserved for the end token')
+            if not row["prompt"]:
+                raise TaskError(f'{path}:{n}: empty "prompt"')
+            rows.append((row["prompt"], row["answer"], n))
+    return rows
+
+
+class JsonlTask:
+    """jsonl:FILE[,HELDOUT_FILE]: one answer per prompt, verifiable rewards as in arithmetic.
+
+    Split: HELDOUT_FILE's rows are held out; without it, n // 10 of FILE's distinct prompts (at least 1,
+    at most 500; FILE needs 2) chosen with the fixed seed 1234 (never --seed), the rest train.
+    Rewards: exact (1.0) the completion stopped (ends with END) and, without END and surrounding
+    whitespace, equals the answer stripped; format (0.1) it stopped with some text before END.
+    correct = exact. max_new_tokens = longest answer in characters + 1 (the end token) + 2 spare (room
+    for whitespace around it; a character tokenizer uses one token per character, GPT-2's BPE fewer on
+    most text). chars: every character of the prompts and answers; block_size: the longest prompt +
+    max_new_tokens. A prompt seen twice must have the same answer (a prompt in both files may).
+    """
+
+    uses_eos = True
+    rl_steps = 200
+
+    def __init__(self, path, heldout_path=None):
+        self.name = "jsonl_" + os.path.splitext(os.path.basename(path))[0]
+        files = [(path, read_jsonl(path))] + ([(heldout_path, read_jsonl(heldout_path))] if heldout_path else [])
+        for p, rows in files:
+            if not rows:
+                raise TaskError(f'{p}: no rows (a row is a line {{"prompt": str, "answer": str}})')
+        self.answer, where = {}, {}  # prompt -> answer, prompt -> "file:line" it was first seen at
+        for p, rows in files:
+            for prompt, answer, n in rows:
+                if prompt in self.answer and self.answer[prompt] != answer:
+                    raise TaskError(f"{p}:{n}: prompt {prompt!r:.40} has another answer at {where[prompt]}")
+                self.answer.setdefault(prompt, answer)
+                where.setdefault(prompt, f"{p}:{n}")
+        prompts = list(dict.fromkeys(prompt for prompt, _, _ in files[0][1]))  # distinct, in file order
+        if heldout_path:
+            self.train, self.heldout = prompts, list(dict.fromkeys(prompt for prompt, _, _ in files[1][1]))
+        else:
+            if len(prompts) < 2:
+                raise TaskError(f"{path}: 1 distinct prompt: at least 2 are needed, or name a held-out file")
+            k = min(500, max(1, len(prompts) // 10))
+            perm = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(1234)).tolist()
+            held = set(perm[:k])
+            self.train = [p for i, p in enumerate(prompts) if i not in held]
+            self.heldout = [p for i, p in enumerate(prompts) if i in held]
+        self.max_new_tokens = max(len(a) for a in self.answer.values()) + 3
+        self.block_size = max(len(p) for p in self.answer) + self.max_new_tokens
+        self.chars = "".join(sorted(set("".join(self.answer) + "".join(self.answer.values()))))
+        self.reward_funcs = [("exact", self.exact, 1.0), ("format", self.format, 0.1)]
+        self.correct = self.exact
+
+    def exact(self, prompts, completions):
+        return [
+            float(c.endswith(END) and c[: -len(END)].strip() == self.answer[p].strip())
+            for p, c in zip(prompts, completions, strict=True)
+        ]
+
+    def format(self, prompts, completions):
+        return [float(c.endswith(END) and c[: -len(END)].strip() != "") for c in completions]
+
+    def sample_prompts(self, g, n):
+        idx = torch.randint(len(self.train), (n,), generator=g).tolist()
+        return [self.train[i] for i in idx]
+
+    def sft_examples(self, g, n):
+        return [(p, self.answer[p] + END) for p in self.sample_prompts(g, n)]
+
+    def sft_batch(self, g, n, tok):
+        return sft_batch_from_examples(self.sft_examples(g, n), tok)
+
+    def sft_progress(self, model, tok, device):
+        """Greedy accuracy on the first 500 training prompts (as arithmetic's)."""
+        return evaluate_greedy(self, model, tok, device, self.train[:500])["eval_acc"]
+
+    def evaluate(self, model, tok, device):
+        return evaluate_greedy(self, model, tok, device)
+
+
+# -----------------------------------------------------------------------------
+# loading a task by name, file, module or data file
+
 TASKS = {"arithmetic": ArithmeticTask, "shakespeare": ShakespeareTask}
+SPEC_FORMS = "arithmetic, shakespeare, path/to/my_task.py:Class, some.module:Name, jsonl:data.jsonl[,heldout.jsonl]"
+
+
+def load_task(spec, data=None):
+    """The task named by spec (the --task forms above), checked and with the optional attributes'
+    defaults filled in. data (--data) goes to the class as data_path=. Raises TaskError (one line)."""
+    if spec in TASKS:
+        try:
+            return TASKS[spec](**({"data_path": data} if data else {}))
+        except FileNotFoundError as e:
+            raise TaskError(str(e)) from None
+    if spec.startswith("jsonl:"):
+        paths = spec[len("jsonl:") :].split(",")
+        if data:
+            raise TaskError(f"--data does not apply to {spec}: the spec names its files")
+        if len(paths) > 2 or not all(paths):
+            raise TaskError(f"--task {spec}: expected jsonl:train.jsonl or jsonl:train.jsonl,heldout.jsonl")
+        return JsonlTask(*paths)
+    where, sep, attr = spec.rpartition(":")
+    if not sep or not where or not attr:
+        raise TaskError(f"unknown --task {spec!r}: use one of {SPEC_FORMS}")
+    if where.endswith(".py") or os.sep in where or "/" in where:
+        source, module = where, _import_file(where)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ModuleNotFoundError as e:
+            if e.name is None or not (where == e.name or where.startswith(e.name + ".")):
+                raise  # the module exists, something it imports does not: the traceback says what
+            raise TaskError(f"--task {spec}: no module named {e.name!r} on the Python path") from None
+        except SyntaxError as e:
+            raise TaskError(f"{e.filename}:{e.lineno}: syntax error: {e.msg}") from None
+        source = getattr(module, "__file__", None) or where
+    if not hasattr(module, attr):
+        found = sorted(n for n, v in vars(module).items() if isinstance(v, type) and v.__module__ == module.__name__)
+        raise TaskError(f"{source}: no class or object named {attr!r} (classes there: {', '.join(found) or 'none'})")
+    obj = getattr(module, attr)
+    if isinstance(obj, type):
+        try:
+            line = inspect.getsourcelines(obj)[1]
+            source = f"{source}:{line}"
+        except (OSError, TypeError):  # a class made at run time has no source lines: name the file alone
+            pass
+        obj = obj(**({"data_path": data} if data else {}))
+    elif data:
+        raise TaskError(f"{source}: --data is given but {attr} is an object, not a class to pass it to")
+    check_task(obj, f"{source}: {attr}")
+    return with_defaults(obj)
+
+
+def _import_file(path):
+    if not os.path.isfile(path):
+        raise TaskError(f"{path}: file not found")
+    name = "nanogrpo_task_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None:
+        raise TaskError(f"{path}: not a Python file (name it *.py)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickle look classes up by module name
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        del sys.modules[name]
+        raise TaskError(f"{e.filename}:{e.lineno}: syntax error: {e.msg}") from None
+    return module
+
+
+def _is_number(x):
+    return isinstance(x, numbers.Real) and math.isfinite(x)
+
+
+def check_task(task, source):
+    """Raise TaskError (one line, starting with source) unless task has the required attributes of the
+    right types (and any optional ones it sets), and sample_prompts and the reward functions answer."""
+    missing = [
+        a for a in ("name", "max_new_tokens", "reward_funcs", "sample_prompts", "heldout") if not hasattr(task, a)
+    ]
+    if missing:
+        raise TaskError(f"{source}: missing the required attribute(s) {', '.join(missing)}")
+
+    def bad(what):
+        raise TaskError(f"{source}: {what}")
+
+    if not isinstance(task.name, str) or not task.name or "/" in task.name or os.sep in task.name:
+        bad(f"name must be a non-empty string without a path separator, not {task.name!r}")
+    for attr in ("max_new_tokens", "rl_steps", "block_size"):
+        v = getattr(task, attr, 1)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            bad(f"{attr} must be a positive int, not {v!r}")
+    if not isinstance(getattr(task, "uses_eos", True), bool):
+        bad(f"uses_eos must be True or False, not {task.uses_eos!r}")
+    chars = getattr(task, "chars", None)
+    if chars is not None and (not isinstance(chars, str) or END in chars):
+        bad(f"chars must be a string without {END!r} (the end token's), not {chars!r:.40}")
+    for attr in ("sample_prompts", "correct", "evaluate", "sft_examples", "sft_batch", "sft_progress"):
+        v = getattr(task, attr, None)
+        if (attr == "sample_prompts" or v is not None) and not callable(v):
+            bad(f"{attr} must be callable, not {v!r:.40}")
+    rf = task.reward_funcs
+    if not isinstance(rf, (list, tuple)) or not rf:
+        bad(f"reward_funcs must be a non-empty list of (name, function, weight), not {rf!r:.60}")
+    for i, entry in enumerate(rf):
+        ok = isinstance(entry, (list, tuple)) and len(entry) == 3
+        if not (ok and isinstance(entry[0], str) and callable(entry[1]) and _is_number(entry[2])):
+            bad(f"reward_funcs[{i}] must be (name str, function, finite weight), not {entry!r:.60}")
+    names = [e[0] for e in rf]
+    if len(set(names)) < len(names):
+        bad(f"reward_funcs names must differ (each is logged as r_<name>): {names}")
+    h = task.heldout
+    if not isinstance(h, (list, tuple)) or not h or not all(isinstance(p, str) and p for p in h):
+        bad(f"heldout must be a non-empty list of non-empty strings, not {h!r:.60}")
+    p = task.sample_prompts(torch.Generator().manual_seed(0), 2)
+    if not isinstance(p, list) or len(p) != 2 or not all(isinstance(x, str) and x for x in p):
+        bad(f"sample_prompts(g, 2) must return a list of 2 non-empty strings, not {p!r:.60}")
+    total_reward(rf, [h[0], h[0]], ["", END])  # each function answers with 2 finite numbers, or TaskError
+
+
+def with_defaults(task):
+    """Set the optional attributes task lacks to their defaults (the table above); returns task."""
+    defaults = {"uses_eos": True, "rl_steps": 200, "correct": None, "chars": None}
+    defaults.update(sft_examples=None, sft_batch=None, sft_progress=None)
+    for attr, default in defaults.items():
+        if not hasattr(task, attr):
+            setattr(task, attr, default)
+    if task.sft_batch is None and task.sft_examples is not None:
+        task.sft_batch = lambda g, n, tok: sft_batch_from_examples(task.sft_examples(g, n), tok)
+    if not hasattr(task, "evaluate"):
+        task.evaluate = functools.partial(evaluate_greedy, task)
+    if not hasattr(task, "block_size"):
+        seen = list(task.heldout) + task.sample_prompts(torch.Generator().manual_seed(0), 1024)
+        task.block_size = max(len(p) for p in seen) + task.max_new_tokens
+    return task
+
+
+def check_scratch(task, source):
+    """Raise TaskError unless task can train a model from scratch: chars, SFT data, and every character
+    of the held-out prompts and of a few SFT examples in chars."""
+    if task.chars is None:
+        raise TaskError(f"{source}: training from scratch needs chars (every character the task uses)")
+    if task.sft_batch is None:
+        raise TaskError(f"{source}: training from scratch needs SFT data: sft_examples(g, n) or sft_batch(g, n, tok)")
+    texts = list(task.heldout)
+    if task.sft_examples is not None:
+        for prompt, completion in task.sft_examples(torch.Generator().manual_seed(0), 16):
+            texts += [prompt, completion.removesuffix(END)]
+    extra = sorted(set("".join(texts)) - set(task.chars))
+    if extra:
+        raise TaskError(f"{source}: characters {''.join(extra)!r} are missing from chars")
+
+
+# -----------------------------------------------------------------------------
+# rollouts, evaluation, SFT batches and the reward
+
+
+def complete(model, tok, prompts, max_new_tokens, *, uses_eos, temperature=0.0, uniforms=None, device="cpu"):
+    """Complete prompts of any lengths: left-padded, model.generate, decoded as reward functions see them.
+
+    temperature 0 is greedy; uniforms (B, max_new_tokens) drive sampling (default torch.rand).
+    Returns (texts [B], seq (B, P + T) long prompt then completion, prompt_mask (B, P) long 1 = real
+    prompt token, mask (B, T) float 1 = completion token: up to and including the end token, or all).
+    """
+    idx, prompt_mask = left_pad([tok.encode(p) for p in prompts], tok.pad_id)  # (B, P)
+    idx, prompt_mask = idx.to(device), prompt_mask.to(device)
+    eos_id = tok.eos_id if uses_eos else None
+    # an all-ones mask (every prompt the same length) takes generate's unpadded path: the same numbers
+    out, _ = model.generate(
+        idx, max_new_tokens, temperature=temperature, eos_id=eos_id, uniforms=uniforms, attention_mask=prompt_mask
+    )  # (B, T)
+    if uses_eos:
+        texts = [tok.decode_completion(r) for r in out.tolist()]
+        mask = completion_mask(out, eos_id)  # (B, T) real tokens up to and including the end token
+    else:
+        texts = [tok.decode(r) for r in out.tolist()]
+        mask = torch.ones_like(out, dtype=torch.float)
+    return texts, torch.cat([idx, out], dim=1), prompt_mask, mask
+
+
+def evaluate_greedy(task, model, tok, device, prompts=None):
+    """The default evaluate: greedy completions of prompts (default task.heldout), all in one batch.
+    Returns {"eval_acc": mean correct (only when the task has `correct`), "eval_r": mean total reward}."""
+    prompts = task.heldout if prompts is None else prompts
+    comps = complete(model, tok, prompts, task.max_new_tokens, uses_eos=task.uses_eos, device=device)[0]
+    out = {}
+    if getattr(task, "correct", None) is not None:
+        out["eval_acc"] = sum(task.correct(prompts, comps)) / len(prompts)
+    out["eval_r"] = sum(total_reward(task.reward_funcs, prompts, comps)[0]) / len(prompts)
+    return out
+
+
+def sft_batch_from_examples(examples, tok):
+    """[(prompt, completion)] -> (x, y) (n, T) long for next-token SFT on the completions: y holds the
+    completion's tokens (a trailing END becomes the end token) and -1 (ignored) over the prompt and the
+    right padding; x is padded with the end token."""
+    rows, starts = [], []
+    for prompt, completion in examples:
+        ids = tok.encode(prompt)
+        starts.append(len(ids))
+        if completion.endswith(END):
+            ids += tok.encode(completion[: -len(END)]) + [tok.eos_id]
+        else:
+            ids += tok.encode(completion)
+        rows.append(ids)
+    T = max(len(r) for r in rows)
+    x = torch.full((len(rows), T - 1), tok.eos_id, dtype=torch.long)
+    y = torch.full((len(rows), T - 1), -1, dtype=torch.long)
+    for i, (r, P) in enumerate(zip(rows, starts, strict=True)):
+        x[i, : len(r) - 1] = torch.tensor(r[:-1])
+        y[i, P - 1 : len(r) - 1] = torch.tensor(r[P:])  # completion (+ end) only
+    return x, y
+
+
+def total_reward(reward_funcs, prompts, completions):
+    """Weighted sum of reward functions [(name, f, weight)]: (totals list, {name: per-completion list}).
+    Raises TaskError naming a function that does not return one finite number per completion."""
+    parts = {}
+    for name, fn, _ in reward_funcs:
+        r = fn(prompts, completions)
+        if not isinstance(r, (list, tuple)) or len(r) != len(completions) or not all(map(_is_number, r)):
+            code = getattr(getattr(fn, "__func__", fn), "__code__", None)  # a function or a bound method
+            at = f" at {code.co_filename}:{code.co_firstlineno}" if code else ""
+            raise TaskError(
+                f"reward function {name!r} ({getattr(fn, '__qualname__', repr(fn))}{at}) returned {r!r:.60}: "
+                f"expected a list of {len(completions)} finite numbers, one per completion"
+            )
+        parts[name] = r
+    totals = [sum(w * parts[name][i] for name, _, w in reward_funcs) for i in range(len(completions))]
+    return totals, parts
 
 
 def add_task_args(parser):
     """--task, --reward, --data: the flags of the RL drivers (train_grpo.py, train_ppo.py) that pick what is learned."""
-    parser.add_argument("--task", choices=sorted(TASKS), default="arithmetic", help="which task to train on")
+    parser.add_argument(
+        "--task",
+        default="arithmetic",
+        help=f"what to learn: {SPEC_FORMS} (utils/tasks.py describes the task interface)",
+    )
     parser.add_argument(
         "--reward",
         choices=["rm", "rule"],
-        default="rm",
-        help="shakespeare: the learned reward model (gold = the lexicon rule, logged as gold_r) or the rule itself",
+        default=None,
+        help="shakespeare: the learned reward model (gold = the lexicon rule, logged as gold_r) or the rule itself "
+        "(default: rm with --init-from scratch, rule with a model you bring: the reward model learns from samples "
+        "of the scratch SFT policy)",
     )
-    parser.add_argument("--data", default=None, help="shakespeare: the text file (default data/tinyshakespeare.txt)")
-
-
-def total_reward(reward_funcs, prompts, completions):
-    """Weighted sum of reward functions [(name, f, weight)]: (totals list, {name: per-completion list})."""
-    parts = {name: fn(prompts, completions) for name, fn, _ in reward_funcs}
-    totals = [sum(w * parts[name][i] for name, _, w in reward_funcs) for i in range(len(completions))]
-    return totals, parts
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="shakespeare: the text file (default data/tinyshakespeare.txt); a task class: passed as data_path=",
+    )
