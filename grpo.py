@@ -152,7 +152,8 @@ def grpo_loss(
 
     logp:       (N, T) log pi_theta of the sampled tokens, with gradient
     old_logp:   (N, T) log pi_old, the policy that sampled them (detached)
-    ref_logp:   (N, T) log pi_ref, the frozen reference (detached)
+    ref_logp:   (N, T) log pi_ref, the frozen reference (detached); None with beta = 0, when the
+                reference forward can be skipped (as TRL does): then there is no "kl" in stats
     advantages: (N,)   one per completion, broadcast over its tokens
     mask:       (N, T) 1 for real completion tokens, 0 for what follows the end token
     loss_type:  "grpo" | "bnpo" | "dapo" | "dr_grpo", see the module docstring
@@ -162,7 +163,9 @@ def grpo_loss(
                 undone by the caller multiplying by W, see train_grpo.py). Default: this batch's count.
     Returns (loss, stats); stats are detached scalars.
     """
-    old_logp, ref_logp, advantages = old_logp.detach(), ref_logp.detach(), advantages.detach()
+    if ref_logp is None and beta != 0:
+        raise ValueError(f"ref_logp is needed for the KL term (beta={beta}); only beta=0 may omit it")
+    old_logp, advantages = old_logp.detach(), advantages.detach()
     mask = mask.float()
     eps_low = clip_eps
     eps_high = clip_eps if clip_eps_high is None else clip_eps_high
@@ -176,10 +179,11 @@ def grpo_loss(
     pg_loss = torch.max(pg_loss1, pg_loss2)  # = -min(ratio*A, clip(ratio)*A)
 
     # k3 KL estimator to the reference, per token (DeepSeekMath eq. 4); >= 0 by x - log x - 1 >= 0
-    d = ref_logp - logp  # (N, T)
-    kl = torch.exp(d) - d - 1
-
-    per_token = pg_loss + beta * kl  # (N, T)
+    per_token = pg_loss  # (N, T)
+    if ref_logp is not None:
+        d = ref_logp.detach() - logp  # (N, T)
+        kl = torch.exp(d) - d - 1
+        per_token = pg_loss + beta * kl
 
     # aggregation: the normaliser is the whole difference between the variants
     if loss_type == "grpo":
@@ -202,11 +206,12 @@ def grpo_loss(
         clipped_low = ((ratio < 1 - eps_low) & (A < 0)).float()  # clip is active: no gradient
         clipped_high = ((ratio > 1 + eps_high) & (A > 0)).float()
         stats = {
-            "kl": (kl * mask).sum() / n,
             "clip_frac_low": (clipped_low * mask).sum() / n,
             "clip_frac_high": (clipped_high * mask).sum() / n,
             "clip_frac": ((clipped_low + clipped_high) * mask).sum() / n,
             "ratio_mean": (ratio * mask).sum() / n,
             "pg_loss": (pg_loss * mask).sum() / n,
         }
+        if ref_logp is not None:
+            stats["kl"] = (kl * mask).sum() / n
     return loss, stats

@@ -69,7 +69,7 @@ def main():
         sh([f"train_{method}.py", *common, "--log", log])
         with open(os.path.join(args.out_dir, f"{method}_summary.json")) as f:
             summary = json.load(f)
-        rewards = read_csv(log)["mean_r"]
+        rewards = [r for r in read_csv(log)["mean_r"] if r is not None]  # step 0 has no rollout
         last = rewards[-5:]  # the last 5 steps (all of them with --tiny)
         results[method] = {
             "before": rewards[0],

@@ -312,7 +312,7 @@ def compare_with_committed(L, runs, rlhf, steps):
             continue
         mine = mean([final_acc(read_csv(r["log"])) for r in rs])
         theirs = [final_acc(read_csv(c)) for c in committed]
-        n_steps = len(read_csv(committed[0])["step"])
+        n_steps = int(read_csv(committed[0])["step"][-1])
         lines.append(
             f"  arithmetic {m.upper()}: held-out accuracy {mine:.3f} after {steps} steps (yours, {len(rs)} seed(s)); "
             f"committed {mean(theirs):.3f} after {n_steps} steps (3 seeds: {', '.join(f'{t:.3f}' for t in theirs)})"
@@ -323,8 +323,8 @@ def compare_with_committed(L, runs, rlhf, steps):
             mine, theirs = read_csv(r["log"]), read_csv(committed)
             lines.append(
                 f"  shakespeare {r['label']}: gold score, last 10 steps {tail_mean(mine, 'gold_r', 10):.3f} after "
-                f"{len(mine['step'])} steps (yours); committed {tail_mean(theirs, 'gold_r', 10):.3f} after "
-                f"{len(theirs['step'])} steps"
+                f"{int(mine['step'][-1])} steps (yours); committed {tail_mean(theirs, 'gold_r', 10):.3f} after "
+                f"{int(theirs['step'][-1])} steps"
             )
     if lines:
         print("How they compare (the default run is shorter than the committed --full one):")

@@ -64,6 +64,7 @@ from utils.common import (
     positive,
     print0,
 )
+from utils.init_from import InitError
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
 from utils.sft import add_init_args, add_model_args, check_model_config, load_policy
 from utils.tasks import TaskError, add_task_args, complete, load_task, total_reward
@@ -153,7 +154,7 @@ torch.manual_seed(args.seed)
 T = args.max_new_tokens or task.max_new_tokens
 try:
     policy, tok, sft_info = load_policy(task, args, device, master, log=print0)
-except (CheckpointError, ValueError) as e:  # ValueError: init_from.InitError, tasks.TaskError
+except (CheckpointError, InitError, TaskError) as e:
     fail(str(e))
 ref = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref: the starting policy, frozen
 block_size = policy.config.block_size
@@ -204,12 +205,16 @@ except DivergedError as e:
     fail(f"reward model: {e}", code=1)
 reward_names = [name for name, _, _ in reward_funcs]
 columns = BASE_COLUMNS + [f"r_{n}" for n in reward_names] + ["kept_groups"] + (["gold_r"] if gold_fn else [])
+step_metrics = getattr(task, "step_metrics", None)  # a task's own per-step rollout columns
+columns += list(step_metrics(task.heldout[:1], [""])) if step_metrics else []
 columns += [k for k in sft_eval if k not in columns]  # a task's own evaluation keys
 if master:
     logger = CSVLogger(args.log, columns, resume_step=start_step if args.resume else None)
     samples_path = os.path.splitext(args.log)[0] + "_samples.txt"
     if not args.resume and os.path.exists(samples_path):
         os.remove(samples_path)
+    if not args.resume:  # step 0: the starting policy, so every curve starts where RL starts
+        logger.log({"step": 0, **sft_eval})
 
 
 def all_mean(x):
@@ -239,6 +244,15 @@ def gather(values):
     parts = [None] * world
     dist.all_gather_object(parts, local.tolist())
     return torch.tensor([v for part in parts for v in part]), sum(len(part) for part in parts[:rank])
+
+
+def gather_texts(prompts, texts):
+    """All ranks' prompts and completion texts, in rank order (the lists themselves without DDP)."""
+    if not ddp:
+        return prompts, texts
+    parts = [None] * world
+    dist.all_gather_object(parts, (prompts, texts))
+    return [p for part in parts for p in part[0]], [t for part in parts for t in part[1]]
 
 
 trace = [] if args.debug_trace and master else None
@@ -327,7 +341,10 @@ for step in pbar:
     adv = group_advantages(r_global, G, scale=args.scale)[offset : offset + r.numel()].to(device)  # (n*G,)
     # --- reference and old log-probs (no grad)
     with torch.no_grad(), ctx:
-        ref_logp, _ = completion_logprobs(ref, seq, P, args.temperature, pmask)  # (n*G, T)
+        ref_logp = None  # beta = 0: no KL term, so no reference forward (as TRL)
+        if args.beta != 0:
+            ref_logp, _ = completion_logprobs(ref, seq, P, args.temperature, pmask)  # (n*G, T)
+            ref_logp = ref_logp.float()
         old_logp = None
         if args.num_iterations > 1:  # pi_old: the sampling policy, before any of the mu updates
             old_logp, _ = completion_logprobs(policy, seq, P, args.temperature, pmask)
@@ -350,7 +367,7 @@ for step in pbar:
         loss, stats = grpo_loss(
             logp,
             old,
-            ref_logp.float(),
+            ref_logp,
             adv,
             mask,
             clip_eps=args.clip_eps,
@@ -396,7 +413,7 @@ for step in pbar:
         "mean_r": r0.mean().item(),
         "std_r": r0.std().item(),
         "frac_zero_std": (r0.view(-1, G).std(dim=1) == 0).float().mean().item(),
-        "kl": token_mean(last_stats["kl"], n_trained) if last_stats else "",
+        "kl": token_mean(last_stats["kl"], n_trained) if "kl" in last_stats else "",  # none at beta 0
         "entropy": token_mean(entropy, n_trained),
         "clip_frac": token_mean(last_stats["clip_frac"], n_trained) if last_stats else "",
         "loss": all_mean(sum(losses) / len(losses)) if losses else "",
@@ -413,6 +430,11 @@ for step in pbar:
     if gold_fn is not None:
         gold = gold_fn([p for p in first["prompts"] for _ in range(G)], first["texts"])
         row["gold_r"] = gather(gold)[0].mean().item()
+    if step_metrics:  # on the first draw, over every rank's completions
+        prompts_all_ranks, texts_all_ranks = gather_texts(
+            [p for p in first["prompts"] for _ in range(G)], first["texts"]
+        )
+        row.update(step_metrics(prompts_all_ranks, texts_all_ranks))
     if trace is not None:
         trace.append({"step": step, "r_first": r0, "r_trained": r_global, "kept_groups": row["kept_groups"]})
         torch.save(trace, args.debug_trace)

@@ -71,6 +71,7 @@ from ppo import explained_variance, gae, masked_mean, masked_whiten, per_token_r
 from reward_model import DivergedError, add_rm_args, setup_rewards
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import add_run_args, at_least, fail, is_finite, lr_at, memory_stats, pick_device, positive
+from utils.init_from import InitError
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
 from utils.sft import add_init_args, add_model_args, check_model_config, load_policy
 from utils.tasks import TaskError, add_task_args, complete, load_task, total_reward
@@ -167,7 +168,7 @@ torch.manual_seed(args.seed)
 T = args.max_new_tokens or task.max_new_tokens
 try:
     policy, tok, sft_info = load_policy(task, args, device)
-except (CheckpointError, ValueError) as e:  # ValueError: init_from.InitError, tasks.TaskError
+except (CheckpointError, InitError, TaskError) as e:
     fail(str(e))
 ref = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref: the starting policy, frozen
 block_size = policy.config.block_size
@@ -222,11 +223,15 @@ except DivergedError as e:
 reward_names = [name for name, _, _ in reward_funcs]
 ppo_columns = ["value_loss", "explained_var", "approx_kl", "pg_loss"]
 columns = BASE_COLUMNS + [f"r_{n}" for n in reward_names] + ppo_columns + (["gold_r"] if gold_fn else [])
+step_metrics = getattr(task, "step_metrics", None)  # a task's own per-step rollout columns
+columns += list(step_metrics(task.heldout[:1], [""])) if step_metrics else []
 columns += [k for k in sft_eval if k not in columns]  # a task's own evaluation keys
 logger = CSVLogger(args.log, columns, resume_step=start_step if args.resume else None)
 samples_path = os.path.splitext(args.log)[0] + "_samples.txt"
 if not args.resume and os.path.exists(samples_path):
     os.remove(samples_path)
+if not args.resume:  # step 0: the starting policy, so every curve starts where RL starts
+    logger.log({"step": 0, **sft_eval})
 
 
 def rollout(prompts, u):
@@ -361,6 +366,8 @@ for step in pbar:
     if gold_fn is not None:
         gold = gold_fn(prompts_n, texts)
         row["gold_r"] = sum(gold) / len(gold)
+    if step_metrics:
+        row.update(step_metrics(prompts_n, texts))
     if step % args.eval_every == 0 or step == args.steps:
         row.update(task.evaluate(policy, tok, device))
         write_samples(samples_path, step, prompts_n, texts, scores.tolist())

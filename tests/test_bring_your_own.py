@@ -55,13 +55,13 @@ def test_grpo_and_ppo_on_a_nanogpt_checkpoint(nanogpt_ckpt, tmp_path):
     common += ["--group-size", 2, "--eval-every", 1, "--out-dir", tmp_path / "out"]
     r = run("train_grpo.py", *common, "--steps", 2, "--log", tmp_path / "g.csv")
     assert r.returncode == 0, r.stderr
-    assert len(rows(tmp_path / "g.csv")) == 2 and "init from" in r.stdout
+    assert len(rows(tmp_path / "g.csv")) == 3 and "init from" in r.stdout  # step 0 + 2
     summary = json.load(open(tmp_path / "out" / "grpo_summary.json"))
     assert summary["sft"]["format"] == "nanogpt" and summary["sft"]["iter_num"] == 2000
     assert not summary["sft"]["added_end_token"]  # shakespeare completions have a fixed length
     r = run("train_grpo.py", *common, "--steps", 3, "--log", tmp_path / "g.csv", "--resume")
     assert r.returncode == 0, r.stderr
-    assert [int(x["step"]) for x in rows(tmp_path / "g.csv")] == [1, 2, 3]
+    assert [int(x["step"]) for x in rows(tmp_path / "g.csv")] == [0, 1, 2, 3]
     other = tmp_path / "other.pt"  # the same weights elsewhere: a resume must start from the same model
     shutil.copy(nanogpt_ckpt, other)
     common[1] = other
@@ -71,7 +71,7 @@ def test_grpo_and_ppo_on_a_nanogpt_checkpoint(nanogpt_ckpt, tmp_path):
     common[1] = nanogpt_ckpt
     r = run("train_ppo.py", *common, "--steps", 2, "--num-minibatches", 2, "--log", tmp_path / "p.csv")
     assert r.returncode == 0, r.stderr
-    assert len(rows(tmp_path / "p.csv")) == 2
+    assert len(rows(tmp_path / "p.csv")) == 3
 
 
 QA = [  # prompts of different lengths in characters and in BPE tokens
@@ -103,7 +103,7 @@ def test_grpo_on_a_gpt2_folder_with_a_jsonl_task(tiny_gpt2, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     log = rows(tmp_path / "q.csv")
-    assert len(log) == 2 and log[-1]["eval_acc"] != "" and float(log[0]["len_mean"]) > 0
+    assert len(log) == 3 and log[-1]["eval_acc"] != "" and float(log[1]["len_mean"]) > 0
     summary = json.load(open(tmp_path / "o" / "grpo_summary.json"))
     assert summary["sft"]["format"] == "hf" and summary["task"] == "jsonl_qa"
 
@@ -131,7 +131,7 @@ def test_task_file_outside_the_project(tmp_path):
     tiny = ["--n-layer", 1, "--n-head", 2, "--n-embd", 16, "--sft-steps", 3, "--batch-size", 2, "--group-size", 2]
     r = run("train_grpo.py", "--task", "my_task.py:Echo", *tiny, "--steps", 2, "--out-dir", "out", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert len(rows(tmp_path / "logs" / "grpo.csv")) == 2
+    assert len(rows(tmp_path / "logs" / "grpo.csv")) == 3
     env = dict(os.environ, PYTHONPATH=str(tmp_path))  # the module:Name form, for train_ppo.py
     r = run(
         "train_ppo.py", "--task", "my_task:Echo", *tiny, "--steps", 1, "--num-minibatches", 1, cwd=tmp_path, env=env

@@ -330,3 +330,19 @@ def test_completion_mask():
     tokens = torch.tensor([[5, eos, 3, eos], [1, 2, 3, 4], [eos, 1, 1, 1]])
     expected = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]).float()
     assert torch.equal(completion_mask(tokens, eos), expected)
+
+
+def test_beta_zero_needs_no_reference():
+    """--beta 0 skips the reference forward: grpo_loss takes ref_logp=None and gives the same loss and
+    gradient as with a reference at beta 0; with beta > 0 a missing reference is an error."""
+    torch.manual_seed(0)
+    logp = torch.randn(4, 5, requires_grad=True)
+    old, ref, adv, mask = torch.randn(4, 5), torch.randn(4, 5), torch.randn(4), (torch.rand(4, 5) > 0.3).float()
+    with_ref, s1 = grpo_loss(logp, old, ref, adv, mask, beta=0.0)
+    (g1,) = torch.autograd.grad(with_ref, logp)
+    without, s2 = grpo_loss(logp, old, None, adv, mask, beta=0.0)
+    (g2,) = torch.autograd.grad(without, logp)
+    assert torch.equal(with_ref, without) and torch.equal(g1, g2)
+    assert "kl" in s1 and "kl" not in s2
+    with pytest.raises(ValueError, match="ref_logp"):
+        grpo_loss(logp, old, None, adv, mask, beta=0.04)

@@ -165,3 +165,18 @@ def test_sampled_and_recomputed_logprobs_agree_and_why_top_k_cannot():
     out, lp = model.generate(idx, 8, temperature=0.7, top_k=3, uniforms=u)
     recomputed, _ = completion_logprobs(model, torch.cat([idx, out], 1), 5, 0.7)
     assert (lp - recomputed).abs().max() > 1e-2  # the truncated distribution puts more mass on each kept token
+
+
+def test_step_zero_row_and_beta_zero(sft_dir):
+    """The CSV starts with step 0, the SFT policy's evaluation (the summary's sft_eval); with --beta 0 no
+    reference forward runs and the kl column is empty, while the same run at beta 0.04 logs a KL."""
+    log = sft_dir / "b0.csv"
+    p = run("train_grpo.py", "--steps", 2, "--beta", 0, "--out-dir", sft_dir, "--log", log, *SMALL)
+    assert p.returncode == 0, p.stderr
+    r = rows(log)
+    assert [x["step"] for x in r] == ["0", "1", "2"]
+    sft_eval = json.load(open(sft_dir / "grpo_summary.json"))["sft_eval"]
+    assert float(r[0]["eval_acc"]) == pytest.approx(sft_eval["eval_acc"]) and r[0]["mean_r"] == ""
+    assert [x["kl"] for x in r[1:]] == ["", ""] and r[1]["loss"] != ""
+    assert run("train_grpo.py", "--steps", 2, "--out-dir", sft_dir, "--log", log, *SMALL).returncode == 0
+    assert all(x["kl"] != "" for x in rows(log)[1:])

@@ -307,7 +307,9 @@ def test_train_ppo_arithmetic_smoke(sft_dir):
     p = run("train_ppo.py", "--steps", 3, "--out-dir", sft_dir, "--log", log, *SMALL)
     assert p.returncode == 0, p.stderr
     r = rows(log)
-    assert [x["step"] for x in r] == ["1", "2", "3"]
+    assert [x["step"] for x in r] == ["0", "1", "2", "3"]  # step 0: the SFT policy's evaluation
+    assert r[0]["eval_acc"] != "" and r[0]["kl"] == ""
+    r = r[1:]
     for col in ["mean_r", "kl", "entropy", "clip_frac", "loss", "grad_norm", "value_loss", "explained_var",
                 "approx_kl", "r_exact", "r_format", "skipped"]:  # fmt: skip
         assert r[-1][col] != "", col
@@ -328,7 +330,7 @@ def test_train_ppo_shakespeare_smoke(tmp_path):
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
     r = rows(tmp_path / "s.csv")
-    assert len(r) == 2 and float(r[0]["len_mean"]) == 32.0 and r[1]["eval_r"] != ""
+    assert len(r) == 3 and float(r[1]["len_mean"]) == 32.0 and r[2]["eval_r"] != ""
 
 
 def test_train_ppo_kill_and_resume_matches_uninterrupted(sft_dir, tmp_path):
@@ -350,18 +352,18 @@ def test_train_ppo_kill_and_resume_matches_uninterrupted(sft_dir, tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for a checkpoint and a few logged steps past it
-        if os.path.exists(log) and len(rows(log)) >= 6:
+        if os.path.exists(log) and len(rows(log)) >= 7:  # step 0 and 6 steps
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert 6 <= len(rows(log)) < steps
+    assert 7 <= len(rows(log)) < steps + 1
 
     p = run("train_ppo.py", "--out-dir", sft_dir, "--log", log, "--resume", *flags)
     assert p.returncode == 0, p.stderr
     assert "resumed from" in p.stdout
-    assert [int(x["step"]) for x in rows(log)] == list(range(1, steps + 1))
+    assert [int(x["step"]) for x in rows(log)] == list(range(0, steps + 1))
     a, b = load_checkpoint(ref_dir / "ppo_ckpt.pt"), load_checkpoint(sft_dir / "ppo_ckpt.pt")
     assert a["step"] == b["step"] == steps
     for model in ("policy", "value_model"):

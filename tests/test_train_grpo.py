@@ -24,7 +24,8 @@ def test_arithmetic_smoke(sft_dir):
     p = run("train_grpo.py", "--steps", 3, "--out-dir", sft_dir, "--log", log, *SMALL)
     assert p.returncode == 0, p.stderr
     r = rows(log)
-    assert [x["step"] for x in r] == ["1", "2", "3"]
+    assert [x["step"] for x in r] == ["0", "1", "2", "3"]  # step 0: the SFT policy's evaluation
+    r = r[1:]
     for col in [
         "mean_r",
         "std_r",
@@ -68,7 +69,7 @@ def test_shakespeare_smoke(tmp_path):
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
     r = rows(tmp_path / "s.csv")
-    assert len(r) == 2 and float(r[0]["len_mean"]) == 32.0  # fixed-length completions
+    assert len(r) == 3 and float(r[1]["len_mean"]) == 32.0  # step 0, then fixed-length completions
 
 
 def test_same_seed_same_numbers(sft_dir, tmp_path):

@@ -2,12 +2,14 @@
 
 Columns every RL driver writes (GRPO and PPO share the names where they mean the same thing). Every
 column describes the global batch (all DDP ranks), not a mean of per-rank figures (loss: see below).
-  step          optimizer step, 1-based
+  step          optimizer step, 1-based; the row of step 0 holds the starting policy's held-out evaluation
+                (eval_* columns) only, so every curve starts where RL starts
   mean_r, std_r mean and std of the total reward over the step's N sampled completions (with
                 --dynamic-sampling: of the first, unfiltered draw, as are frac_zero_std, len_mean, r_<name>)
   r_<name>      mean of one reward function (before its weight), one column per function
   frac_zero_std fraction of groups whose G rewards are all equal (their GRPO advantage is 0)
   kl            masked mean per-token k3 estimate of KL(pi_theta || pi_ref) on the tokens trained on
+                (GRPO with --beta 0: empty, no reference forward is run)
                 (GRPO: the policy as the step's last update saw it, before that update's optimizer
                 step, so with mu = 1 the rollout policy; PPO: the rollout policy)
   entropy       masked mean true entropy (nats) of the policy's full next-token distribution, tokens
@@ -22,6 +24,16 @@ column describes the global batch (all DDP ranks), not a mean of per-rank figure
   eval_acc      held-out exact-match accuracy (arithmetic), empty on steps without evaluation
   eval_r        held-out mean score of the task's own rule, empty on steps without evaluation
                 (arithmetic: the total reward; shakespeare: the lexicon rule, the gold score, never the RM)
+A task may add columns of its own: per step from its step_metrics (on the first draw's completions, every
+rank's), held-out from its evaluate. The chain task's (utils/tasks.py ChainTask):
+  think_frac    share of the step's completions that open a scratchpad ("<"): worked solutions
+  len_right, len_wrong  mean length in tokens (= characters, end token included) of the step's right and
+                of its wrong completions (nan when there is none)
+  eval_acc, eval_len, eval_think_frac  held-out chains, greedy: accuracy, mean completion length in tokens
+                (end token included), share of worked solutions
+  eval_acc_think, eval_acc_direct  greedy accuracy among the worked and among the direct completions
+                (nan when there is none)
+  eval_*_sampled  the same sampled at temperature 1 with fixed random numbers
   gold_r        shakespeare with a reward model: mean gold score (the lexicon rule) of the step's
                 samples, beside mean_r = r_rm, the reward model's score that was optimised
   time_s        wall-clock seconds since the run started (not counting SFT)
