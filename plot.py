@@ -4,6 +4,7 @@ Draw metric curves from the drivers' CSV logs into a labelled PNG.
     python plot.py --metric mean_r logs/grpo.csv logs/ppo.csv            # -> logs/mean_r.png
     python plot.py --metric eval_acc logs/grpo.csv -o logs/acc.png --smooth 5
     python plot.py --metric gold_r --x kl logs/rm_beta*.csv              # a metric against KL
+    python plot.py --metric eval_acc,eval_len logs/chain_seed*.csv       # two panels side by side
 
 One curve per CSV, labelled by the file name. CSVs named <name>_seed<k>.csv are one method run with
 several seeds: they become one curve, the mean over seeds, with a band of +-1 standard deviation.
@@ -37,6 +38,11 @@ LABELS = {
     "clip_frac": "clip fraction",
     "grad_norm": "gradient norm (before clipping)",
     "len_mean": "completion length (tokens)",
+    "eval_len": "held-out completion length (tokens, greedy)",
+    "eval_think_frac": "held-out share of worked solutions",
+    "think_frac": "share of worked solutions (samples)",
+    "len_right": "length of right completions (tokens)",
+    "len_wrong": "length of wrong completions (tokens)",
     "step": "step",
     "time_s": "wall time (s)",
 }
@@ -83,16 +89,34 @@ def group_runs(paths):
 
 
 def plot_curves(paths, metric, out=None, smooth_n=1, x="step", title=None, labels=None):
-    """Draw `metric` against `x` for each run (or seed group) in paths; returns the PNG path."""
+    """Draw `metric` (a column, or a list of columns: one panel each) against `x` for each run (or seed
+    group) in paths; returns the PNG path."""
+    metrics = [metric] if isinstance(metric, str) else list(metric)
     data = {p: load(p) for p in paths}
     for p, cols in data.items():
-        for m in (metric, x):
+        for m in (*metrics, x):
             if m not in cols:
                 raise PlotError(f"unknown metric {m!r} in {p}; it has: {', '.join(cols)}")
     groups = group_runs(paths)
     if labels and len(labels) != len(groups):
         raise PlotError(f"{len(labels)} --labels for {len(groups)} curves")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(7 * len(metrics), 4.5), squeeze=False)
+    for ax, m in zip(axes[0], metrics, strict=True):
+        draw(ax, data, groups, m, x, smooth_n, labels, title if len(metrics) == 1 else None)
+    if title and len(metrics) > 1:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if out is None:
+        name = "_".join(metrics)
+        out = os.path.join("logs", f"{name}.png" if x == "step" else f"{name}_vs_{x}.png")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def draw(ax, data, groups, metric, x, smooth_n, labels, title):
+    """One panel: `metric` against `x`, a curve per group (seeds: mean and a +-1 std band)."""
     for i, (label, ps) in enumerate(groups.items()):
         name = labels[i] if labels else label
         runs = [series(data[p], metric, x) for p in ps]
@@ -119,21 +143,16 @@ def plot_curves(paths, metric, out=None, smooth_n=1, x="step", title=None, label
     ax.set_title(title or f"{LABELS.get(metric, metric)} vs {LABELS.get(x, x)}{sm}")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    if out is None:
-        out = os.path.join("logs", f"{metric}.png" if x == "step" else f"{metric}_vs_{x}.png")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
 
 
 def main():
     parser = argparse.ArgumentParser(description="Plot a metric from one or more metrics CSVs into a PNG.")
     parser.add_argument("csv", nargs="+", help="metrics CSV files (<name>_seed<k>.csv are averaged)")
-    parser.add_argument("--metric", required=True, help="column to draw, e.g. mean_r, kl, entropy, loss, eval_acc")
+    parser.add_argument(
+        "--metric", required=True, help="column(s) to draw, comma-separated, one panel each: mean_r, kl, eval_acc,..."
+    )
     parser.add_argument("--x", default="step", help="column for the x axis (step, time_s, kl, ...)")
-    parser.add_argument("-o", "--out", default=None, help="PNG path (default logs/<metric>.png)")
+    parser.add_argument("-o", "--out", default=None, help="PNG path (default logs/<metric>[_<metric>...].png)")
     parser.add_argument("--smooth", type=int, default=1, help="moving-average window in points (1 = none)")
     parser.add_argument("--title", default=None, help="figure title")
     parser.add_argument("--labels", nargs="*", default=None, help="legend labels, one per curve")
@@ -141,7 +160,7 @@ def main():
     if args.smooth < 1:
         parser.error("--smooth must be >= 1")
     try:
-        out = plot_curves(args.csv, args.metric, args.out, args.smooth, args.x, args.title, args.labels)
+        out = plot_curves(args.csv, args.metric.split(","), args.out, args.smooth, args.x, args.title, args.labels)
     except PlotError as e:
         print(f"plot.py: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -104,6 +104,10 @@ def test_plot_smoke(sft_dir):
     assert out.stat().st_size > 1000
     p = run("plot.py", "--metric", "mean_r", "--x", "kl", log, "-o", sft_dir / "k.png")
     assert p.returncode == 0, p.stderr
+    p = run("plot.py", "--metric", "eval_acc,len_mean", log, "-o", sft_dir / "two.png")  # two panels
+    assert p.returncode == 0 and (sft_dir / "two.png").stat().st_size > 1000, p.stderr
+    p = run("plot.py", "--metric", "eval_acc,nope", log, "-o", sft_dir / "bad.png")
+    assert p.returncode == 2 and "unknown metric 'nope'" in p.stderr
 
 
 # every --loss-type that must match one process (bnpo is a per-rank token mean by definition, see grpo.py)
