@@ -8,7 +8,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from grpo import completion_mask
-from model import GPT, CausalSelfAttention, CharTokenizer, GPTConfig, ValueModel, completion_logprobs, left_pad
+from model import (
+    GPT,
+    CausalSelfAttention,
+    CharTokenizer,
+    GPTConfig,
+    ValueModel,
+    completion_logprobs,
+    full_mask,
+    left_pad,
+)
 
 
 def tiny(block_size=24, seed=0, **options):
@@ -349,3 +358,68 @@ def test_padded_value_model_equals_alone():
     for i, row in enumerate(ROWS):
         v1 = vm(torch.cat([torch.tensor([row]), comp[i : i + 1]], dim=1), len(row))
         assert torch.allclose(v[i], v1[0], atol=1e-5), i
+
+
+def test_nanogpt_bias_false_has_no_bias_anywhere():
+    """nanoGPT's bias=False drops every Linear and LayerNorm bias, so its checkpoints load strictly: a LayerNorm
+    that ignored ln_bias would add a key the checkpoint lacks."""
+    model = tiny(bias=False, ln_bias=False)
+    assert [n for n, _ in model.named_parameters() if n.endswith("bias")] == []
+    assert len(list(model.parameters())) == 2 + 2 * 6 + 1  # wte (= lm_head), wpe; per block 2 LN + 4 Linear; ln_f
+
+
+def test_cache_path_refuses_more_than_one_new_token():
+    """With a cache the attention has no causal mask among the new tokens, so a chunk of 2 would let the first see
+    the second: the cache path must refuse it, not compute it."""
+    model = tiny()
+    _, cache = model.body(torch.randint(0, 10, (2, 4)))
+    with pytest.raises(AssertionError, match="one token at a time"):
+        model.body(torch.randint(0, 10, (2, 2)), cache)
+
+
+def test_gpt_logprobs_passes_the_prompt_mask():
+    """GPT.logprobs with a left-padded prompt gives each row's log-probs alone (dropping the mask would let real
+    tokens attend to the pads)."""
+    model = tiny()
+    idx, mask = left_pad(ROWS, pad_id=10)
+    comp = torch.randint(0, 10, (len(ROWS), 4))
+    lp, _ = model.logprobs(torch.cat([idx, comp], dim=1), idx.size(1), prompt_mask=mask)
+    for i, row in enumerate(ROWS):
+        lp1, _ = model.logprobs(torch.cat([torch.tensor([row]), comp[i : i + 1]], dim=1), len(row))
+        assert torch.allclose(lp[i], lp1[0], atol=1e-5), i
+
+
+def test_full_mask_keeps_the_unpadded_path_for_prompts_of_one_length():
+    """No mask, or an all-ones one, gives None: attention stays is_causal (the flash kernel on CUDA, and the same
+    numbers as generate's unpadded path); a padded prompt's mask is extended with ones over the completion."""
+    seq = torch.randint(0, 10, (3, 7))
+    assert full_mask(seq, 4, None) is None
+    assert full_mask(seq, 4, torch.ones(3, 4, dtype=torch.long)) is None
+    _, mask = left_pad([[1, 2, 3, 4], [5], [6, 7]], pad_id=10)
+    assert full_mask(seq, 4, mask).tolist() == [[1] * 7, [0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1]]
+
+
+def test_padded_body_makes_its_tensors_on_the_input_device():
+    """The meta device stands in for CUDA on a CPU-only machine: a query or key index made on the default device
+    (the CPU) fails to combine with the meta mask, as it would with a CUDA one. (Embedding lookups accept CPU
+    indices on meta, so the unpadded path's positions are checked only by the @cuda tests.)"""
+    model = tiny().to("meta")
+    idx, mask = left_pad(ROWS, pad_id=10)
+    idx, mask = idx.to("meta"), mask.to("meta")
+    h, _ = model.body(idx, attention_mask=mask)
+    assert h.device.type == "meta" and h.shape == (len(ROWS), idx.size(1), 32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_padded_prompts_on_cuda_match_cpu():
+    """Left padding on a GPU: every mask, position and index tensor must be made on the input's device."""
+    model = tiny()
+    idx, mask = left_pad(ROWS, pad_id=10)
+    u = torch.rand(len(ROWS), 8)
+    out, lp = model.generate(idx, 8, 1.0, eos_id=10, uniforms=u, attention_mask=mask)
+    gpu = model.to("cuda")
+    out_c, lp_c = gpu.generate(idx.cuda(), 8, 1.0, eos_id=10, uniforms=u.cuda(), attention_mask=mask.cuda())
+    assert torch.equal(out, out_c.cpu()) and torch.allclose(lp, lp_c.cpu(), atol=1e-4)
+    seq = torch.cat([idx, out], dim=1).cuda()
+    logp, _ = completion_logprobs(gpu, seq, idx.size(1), prompt_mask=mask.cuda())
+    assert torch.allclose(logp.cpu()[completion_mask(out, 10).bool()], lp[completion_mask(out, 10).bool()], atol=1e-4)
