@@ -20,12 +20,15 @@ Steps:
      then GRPO against the reward model at each --betas (train_grpo.py --task shakespeare), with
      --full also PPO against it, and the overoptimisation figures: gold and proxy score against KL to
      the reference (<logs>/overopt_gold_vs_kl.png, overopt_proxy_vs_kl.png)
-  5. <logs>/results.md: a table per method (reward, accuracy, KL, wall time, samples, memory)
+  5. chain ("thinking pays"): SFT on a mix of direct and a few worked solutions -> GRPO, --seeds of them
+     (train_grpo.py --task chain); <logs>/chain_acc_len.png: held-out accuracy, completion length and
+     share of worked solutions per step, rising together
+  6. <logs>/results.md: a table per method (reward, accuracy, KL, wall time, samples, memory)
 
 The default run is the same pipeline made shorter so that it fits in about 10 minutes on a laptop:
 300 RL steps on arithmetic instead of 1200, a shakespeare SFT of 600 steps instead of 1500, 60 GRPO
-steps against the reward model at one beta. --full uses every script's own defaults and the betas
-0, 0.04 and 0.1. Checkpoints go to --out-dir; an SFT policy or reward model already there is reused.
+steps against the reward model at one beta, a chain SFT of 1000 steps and 50 GRPO steps.
+--full uses every script's own defaults and the betas 0, 0.04 and 0.1. Checkpoints go to --out-dir; an SFT policy or reward model already there is reused.
 """
 
 import argparse
@@ -42,6 +45,7 @@ from utils.metrics import read_csv
 from utils.tasks import TASKS
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+CHAIN_SFT_STEPS, CHAIN_STEPS = 1000, 50  # the default (shortened) chain run; --full: 1500 and the task's 200
 COMMITTED = os.path.join(ROOT, "results")  # the committed --full --seeds 3 results README shows
 
 
@@ -119,16 +123,23 @@ def main():
     parser.add_argument(
         "--logs", default="logs", help="where the CSVs, plots and results.md go ('results': the committed ones)"
     )
+    parser.add_argument(
+        "--chain-steps", type=int, default=None, help="GRPO steps on the chain task (default 50, --full the task's 200)"
+    )
+    parser.add_argument(
+        "--chain-sft-steps", type=int, default=None, help="SFT steps of the chain policy (default 1000, --full 1500)"
+    )
+    parser.add_argument("--skip-chain", action="store_true", help="no chain run")
     parser.add_argument("--skip-rlhf", action="store_true", help="only the arithmetic GRPO-vs-PPO part")
     parser.add_argument("--skip-ppo", action="store_true", help="no PPO runs (GRPO and RLHF only)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke version of every step (tests)")
     args = parser.parse_args()
-    for name in ("seeds", "steps", "shakespeare_steps", "shakespeare_sft_steps"):
+    for name in ("seeds", "steps", "shakespeare_steps", "shakespeare_sft_steps", "chain_steps", "chain_sft_steps"):
         v = getattr(args, name)
         if v is not None and v < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     overrides = [args.tiny, args.steps, args.shakespeare_steps, args.shakespeare_sft_steps, args.betas]
-    overrides += [args.skip_rlhf, args.skip_ppo, args.data]
+    overrides += [args.skip_rlhf, args.skip_ppo, args.data, args.chain_steps, args.chain_sft_steps, args.skip_chain]
     if os.path.realpath(args.logs) == os.path.realpath(COMMITTED) and (
         not (args.full and args.seeds == 3) or any(overrides)
     ):
@@ -246,7 +257,25 @@ def main():
             out = os.path.join(L, f"{fname}.png")
             plot_curves(logs, metric, out, smooth_n=smooth, x=x, labels=labels, title=f"shakespeare: {title}")
 
-    # --- 5. results table
+    # --- 5. chain: thinking pays
+    chain = []
+    if not args.skip_chain:
+        chain_steps = args.chain_steps or (2 if args.tiny else TASKS["chain"].rl_steps if args.full else CHAIN_STEPS)
+        chain_sft = args.chain_sft_steps or (20 if args.tiny else 1500 if args.full else CHAIN_SFT_STEPS)
+        for seed in range(1, args.seeds + 1):
+            out = os.path.join(args.out_dir, "chain" if args.seeds == 1 else f"chain_seed{seed}")
+            log = os.path.join(L, "chain.csv" if args.seeds == 1 else f"chain_seed{seed}.csv")
+            cmd = ["train_grpo.py", "--task", "chain", "--seed", seed, "--steps", chain_steps, "--out-dir", out]
+            cmd += ["--sft-steps", chain_sft, "--log", log, "--eval-every", 2 if args.tiny else 10, "--no-progress"]
+            wall = sh(*cmd, *tiny)
+            chain.append({"log": log, "wall": wall, "summary": read_summary(out, "grpo")})
+        logs = [c["log"] for c in chain]
+        title = f"chain: held-out greedy accuracy, length and worked share ({len(logs)} seed{'s' * (len(logs) > 1)})"
+        plot_curves(
+            logs, ["eval_acc", "eval_len", "eval_think_frac"], os.path.join(L, "chain_acc_len.png"), title=title
+        )
+
+    # --- 6. results table
     device = runs[methods[0]][0]["summary"]["device"]
     cmd = " ".join(["python run_example.py", *sys.argv[1:]])
     lines = [f"Measured by `{cmd}` on {device}; {args.seeds} seed(s) per method, mean over seeds.", ""]
@@ -288,12 +317,34 @@ def main():
                 f"| {r['label']} | {head_mean(c, 'mean_r'):.3f} -> {tail_mean(c, 'mean_r', 10):.3f} | {head_mean(c, 'gold_r'):.3f} -> {tail_mean(c, 'gold_r', 10):.3f} | "
                 f"{peak:.3f} | {tail_mean(c, 'kl', 10):.3f} | {s['sft_eval']['eval_r']:.3f} -> {s['final_eval']['eval_r']:.3f} | {r['wall']:.0f} |"
             )
+    if chain:
+        lines += [
+            "",
+            "Chain (thinking pays): held-out greedy accuracy, mean completion length (tokens) and share of worked",
+            "solutions, the SFT policy (step 0) -> the last evaluation; accuracy of each format at the end",
+            "(n/a: no completion of that format):",
+            "",
+            "| seed | accuracy | length | worked share | worked acc | direct acc | wall time (s) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for i, c in enumerate(chain, 1):
+            a, b = c["summary"]["sft_eval"], c["summary"]["final_eval"]
+            lines.append(
+                f"| {i} | {a['eval_acc']:.3f} -> {b['eval_acc']:.3f} | {a['eval_len']:.1f} -> {b['eval_len']:.1f} | "
+                f"{a['eval_think_frac']:.3f} -> {b['eval_think_frac']:.3f} | {share(b['eval_acc_think'])} | "
+                f"{share(b['eval_acc_direct'])} | {c['wall']:.0f} |"
+            )
     lines += ["", f"Total wall time {time.time() - t_start:.0f} s (including SFT, pairs and reward-model training)."]
     with open(os.path.join(L, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))
     if os.path.realpath(L) != os.path.realpath(COMMITTED):
-        compare_with_committed(L, runs, rlhf, steps)
+        compare_with_committed(L, runs, rlhf, steps, chain)
+
+
+def share(x):
+    """A per-format accuracy, n/a when no completion had that format (nan)."""
+    return "n/a" if x != x else f"{x:.3f}"
 
 
 def final_acc(cols):
@@ -301,7 +352,7 @@ def final_acc(cols):
     return values(cols, "eval_acc")[-1]
 
 
-def compare_with_committed(L, runs, rlhf, steps):
+def compare_with_committed(L, runs, rlhf, steps, chain=()):
     """Where this run's results are, and the committed results (results/, --full --seeds 3) beside them."""
     print(f"\nYour results: {os.path.join(L, 'results.md')}, the CSVs and plots in {L}/.")
     print(f"Committed results (python run_example.py --full --seeds 3 --logs results): {COMMITTED}/results.md")
@@ -326,6 +377,17 @@ def compare_with_committed(L, runs, rlhf, steps):
                 f"{int(mine['step'][-1])} steps (yours); committed {tail_mean(theirs, 'gold_r', 10):.3f} after "
                 f"{int(theirs['step'][-1])} steps"
             )
+    committed = [os.path.join(COMMITTED, f"chain_seed{s}.csv") for s in (1, 2, 3)]
+    if chain and all(os.path.exists(c) for c in committed):
+        mine = [read_csv(c["log"]) for c in chain]
+        theirs = [read_csv(c) for c in committed]
+        last = lambda cols, k: values(cols, k)[-1]  # noqa: E731
+        lines.append(
+            f"  chain: held-out accuracy {mean([last(c, 'eval_acc') for c in mine]):.3f}, length "
+            f"{mean([last(c, 'eval_len') for c in mine]):.1f} after {int(mine[0]['step'][-1])} steps (yours); committed "
+            f"{mean([last(c, 'eval_acc') for c in theirs]):.3f}, length {mean([last(c, 'eval_len') for c in theirs]):.1f} "
+            f"after {int(theirs[0]['step'][-1])} steps (3 seeds)"
+        )
     if lines:
         print("How they compare (the default run is shorter than the committed --full one):")
         print("\n".join(lines))

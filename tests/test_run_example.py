@@ -22,12 +22,13 @@ def test_run_example_tiny(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     for name in ("reward", "kl", "entropy", "loss", "accuracy", "accuracy_vs_time"):
         assert (logs / f"{name}_comparison.png").stat().st_size > 0
-    for name in ("overopt_gold_vs_kl", "overopt_proxy_vs_kl", "overopt_gold_vs_step"):
+    for name in ("overopt_gold_vs_kl", "overopt_proxy_vs_kl", "overopt_gold_vs_step", "chain_acc_len"):
         assert (logs / f"{name}.png").stat().st_size > 0
-    for csv in ("grpo", "ppo", "rm", "rlhf_grpo_beta0.04"):
+    for csv in ("grpo", "ppo", "rm", "rlhf_grpo_beta0.04", "chain"):
         assert (logs / f"{csv}.csv").exists()
     results = (logs / "results.md").read_text()
     assert "| GRPO |" in results and "| PPO |" in results and "| GRPO beta=0.04 |" in results
+    assert "| seed | accuracy | length | worked share |" in results and "\n| 1 | " in results
     assert "nan" not in results  # every cell came from a real run's numbers
     # each command is printed before it runs, so a user can rerun any step by hand
     for script in ("train_grpo.py", "train_ppo.py", "simple_example.py", "reward_model.py"):
