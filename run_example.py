@@ -45,7 +45,7 @@ from utils.metrics import read_csv
 from utils.tasks import TASKS
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-CHAIN_SFT_STEPS, CHAIN_STEPS = 1000, 50  # the default (shortened) chain run; --full: 1500 and the task's 200
+CHAIN_SFT_STEPS, CHAIN_STEPS = 1000, 50  # the default (shortened) chain run; --full: 1500 and the task's 300
 COMMITTED = os.path.join(ROOT, "results")  # the committed --full --seeds 3 results README shows
 
 
@@ -124,7 +124,7 @@ def main():
         "--logs", default="logs", help="where the CSVs, plots and results.md go ('results': the committed ones)"
     )
     parser.add_argument(
-        "--chain-steps", type=int, default=None, help="GRPO steps on the chain task (default 50, --full the task's 200)"
+        "--chain-steps", type=int, default=None, help="GRPO steps on the chain task (default 50, --full the task's 300)"
     )
     parser.add_argument(
         "--chain-sft-steps", type=int, default=None, help="SFT steps of the chain policy (default 1000, --full 1500)"

@@ -269,7 +269,7 @@ class ChainTask:
     max_new_tokens = 40  # the longest worked solution, "<9*9=81;81+9=90;90*9=810;810+9=819>819|", is 39
     block_size = 64
     uses_eos = True
-    rl_steps = 200
+    rl_steps = 300
     worked_frac = 0.2  # of the SFT chain examples
     fact_frac = 0.4  # of all SFT rows
 
@@ -412,7 +412,7 @@ class JsonlTask:
     """
 
     uses_eos = True
-    rl_steps = 200
+    rl_steps = 300
 
     def __init__(self, path, heldout_path=None):
         self.name = "jsonl_" + os.path.splitext(os.path.basename(path))[0]
