@@ -412,7 +412,7 @@ class JsonlTask:
     """
 
     uses_eos = True
-    rl_steps = 300
+    rl_steps = 200
 
     def __init__(self, path, heldout_path=None):
         self.name = "jsonl_" + os.path.splitext(os.path.basename(path))[0]
