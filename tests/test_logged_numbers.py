@@ -18,9 +18,16 @@ SMALL = ["--batch-size", 4, "--group-size", 4, "--eval-every", 2, "--no-progress
 G = 4
 
 
-def rows(path):
+def all_rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def rows(path):
+    """The RL steps' rows (after step 0, the starting policy's evaluation)."""
+    r = all_rows(path)
+    assert r[0]["step"] == "0", r[0]
+    return r[1:]
 
 
 def trace_of(path):
@@ -173,7 +180,7 @@ def test_step_zero_row_and_beta_zero(sft_dir):
     log = sft_dir / "b0.csv"
     p = run("train_grpo.py", "--steps", 2, "--beta", 0, "--out-dir", sft_dir, "--log", log, *SMALL)
     assert p.returncode == 0, p.stderr
-    r = rows(log)
+    r = all_rows(log)
     assert [x["step"] for x in r] == ["0", "1", "2"]
     sft_eval = json.load(open(sft_dir / "grpo_summary.json"))["sft_eval"]
     assert float(r[0]["eval_acc"]) == pytest.approx(sft_eval["eval_acc"]) and r[0]["mean_r"] == ""
