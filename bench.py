@@ -5,19 +5,27 @@ bench.py: how fast nanoGRPO runs on this machine, and how much memory GRPO saves
     python bench.py --device cuda         # the GPU table (bf16 autocast, TF32), adds MFU
     python bench.py --quick               # seconds, tiny shapes: checks the script runs (tests)
     python bench.py --n-layer 6 --n-embd 384 --n-head 6 --out bench.md
+    python bench.py --baseline c82dd43    # adds before columns: generate of model.py at that git revision
+    python bench.py --compile             # adds generate(compile=True) (torch.compile of the decode step)
 
 Prints markdown tables (and writes them to --out):
   1. Generation: completion tokens/s of model.generate with the KV cache (use_cache=True) and with
      full recompute of the whole prefix at every token (use_cache=False), at 64, 128 and 256 new
      tokens: the same untrained model, prompts (32-character tiny-Shakespeare windows), random numbers
      and seed, no end token so every row runs the full length. "same tokens" checks that the two paths
-     sampled the same completions.
+     sampled the same completions. With --baseline REV also the KV-cache generate of model.py as of
+     git revision REV (its own module, the same weights), timed in the same run, interleaved call by call
+     with the current one so that a disturbance from another process falls on both alike; with --compile
+     also generate(compile=True), its compilation in a warm-up call that is not counted.
   2. GRPO steps: one full step, mu = 1, beta = 0.04 (rollout with the KV cache, reward, reference
      log-probs, update), split by phase, on the model of the shape flags and at two fixed shapes
      (4 layers x 128 wide, 8 prompts x G 8 x 32 new tokens; 6 x 384, 8 x 8 x 64). Seconds per step,
      completions/s, and the step's FLOPs over the FLOP/s of a large fp32 matmul measured in the same
      run (how close to what this machine's matmul can do we are). On CUDA also MFU against the bf16
-     peak of the GPU.
+     peak of the GPU. Then the rollout beside the update at the two fixed shapes: completion tokens/s
+     and FLOP/s over the matmul's (the rollout is one forward over the same positions as the update, a
+     third of its FLOPs), and the whole step; with --baseline / --compile the same steps with the
+     baseline's or the compiled generate in the rollout, interleaved step by step with the current one.
   3. Memory of one GRPO step and one PPO step (policy + reference + value model, ppo.py's GAE and
      clipped loss) on the same model and batch, and their ratio. See `peak_memory` for exactly what
      is measured on each device.
@@ -31,10 +39,14 @@ parameters without the position embedding), a third of that for a forward only.
 
 import argparse
 import copy
+import dataclasses
 import gc
+import importlib.util
 import os
 import shlex
+import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
@@ -65,13 +77,21 @@ def sync(device):
 def timed(fn, device, repeats):
     """Best wall time of `repeats` calls of fn() (the least disturbed), synchronising CUDA before each
     clock read. Returns (seconds, the last call's result)."""
-    best, out = float("inf"), None
+    best, out = timed_each({"fn": fn}, device, repeats)
+    return best["fn"], out["fn"]
+
+
+def timed_each(fns, device, repeats):
+    """timed() for several functions (a dict name -> fn), their calls interleaved (a, b, a, b, ...) so
+    that a disturbance from another process falls on all alike. Returns ({name: seconds}, {name: result})."""
+    best, out = dict.fromkeys(fns, float("inf")), {}
     for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        out = fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            out[name] = fn()
+            sync(device)
+            best[name] = min(best[name], time.perf_counter() - t0)
     return best, out
 
 
@@ -176,6 +196,28 @@ def describe(device):
     )
 
 
+def load_baseline(rev):
+    """model.py as of git revision rev, imported as a module of its own (`git show rev:model.py`)."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    src = subprocess.run(["git", "show", f"{rev}:model.py"], cwd=root, capture_output=True, text=True, check=True)
+    path = os.path.join(tempfile.mkdtemp(), "model_baseline.py")
+    with open(path, "w") as f:
+        f.write(src.stdout)
+    spec = importlib.util.spec_from_file_location("model_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def baseline_model(base, model):
+    """model as the baseline module's GPT, sharing model's parameter storage (load_state_dict(assign=True)):
+    an optimizer step on model is seen by it too."""
+    fields = {f.name for f in dataclasses.fields(base.GPTConfig)}
+    old = base.GPT(base.GPTConfig(**{k: v for k, v in vars(model.config).items() if k in fields}))
+    old.load_state_dict(model.state_dict(), assign=True)
+    return old.to(model.lm_head.weight.device)
+
+
 # -----------------------------------------------------------------------------
 # models, data and the two steps
 
@@ -206,10 +248,12 @@ def make_models(cfg, device, seed, value=False):
     return models, opt
 
 
-def rollout(policy, batch, ctx, timer):
-    """Sample, score, and return (seq (N, P+T), scores (N,), mask (N, T)), timing the two phases."""
+def rollout(policy, batch, ctx, timer, generate=None):
+    """Sample (with generate, default policy.generate), score, and return (seq (N, P+T), scores (N,),
+    mask (N, T)), timing the two phases."""
+    generate = generate or policy.generate
     with timer("rollout"), ctx:
-        out, _ = policy.generate(batch.idx, batch.T, uniforms=batch.u)  # (N, T), no end token: full length
+        out, _ = generate(batch.idx, batch.T, uniforms=batch.u)  # (N, T), no end token: full length
     with timer("reward"):
         texts = [batch.tok.decode(r) for r in out.tolist()]  # .tolist() syncs with the GPU
         scores = torch.tensor(total_reward(batch.rewards, batch.prompts, texts)[0], device=out.device)  # (N,)
@@ -218,10 +262,10 @@ def rollout(policy, batch, ctx, timer):
     return seq, scores, mask
 
 
-def grpo_step(models, opt, batch, ctx, timer, beta=0.04):
+def grpo_step(models, opt, batch, ctx, timer, beta=0.04, generate=None):
     """One GRPO step as train_grpo.py takes it with mu = 1: old log-probs are logp.detach()."""
     policy, ref = models
-    seq, scores, mask = rollout(policy, batch, ctx, timer)
+    seq, scores, mask = rollout(policy, batch, ctx, timer, generate)
     with timer("reward"):
         adv = group_advantages(scores, batch.G)  # (N,)
     with timer("ref log-probs"), torch.no_grad(), ctx:
@@ -274,28 +318,45 @@ def step_flops(model, N, P, T):
 # the three benchmarks
 
 
-def bench_generation(cfg, task, tok, lengths, n_prompts, args, device, ctx):
+def generate_variants(model, args, base):
+    """The generate functions to time, by column: the current KV cache, and with --baseline / --compile
+    the baseline revision's and the compiled one."""
+    variants = {"cache": partial(model.generate, use_cache=True)}
+    if base is not None:
+        variants["before"] = partial(baseline_model(base, model).generate, use_cache=True)
+    if args.compile:
+        variants["compiled"] = partial(model.generate, compile=True)
+    return variants
+
+
+def bench_generation(cfg, task, tok, lengths, n_prompts, args, device, ctx, base=None):
+    """Completion tokens/s per generate variant and length, and whether every variant sampled the tokens
+    full recompute did."""
     torch.manual_seed(args.seed)
     model = GPT(cfg).to(device)
     idx = Batch(task, tok, n_prompts, 1, 1, args.seed, device).idx  # (n_prompts, P)
+    variants = generate_variants(model, args, base)
+    variants["recompute"] = partial(model.generate, use_cache=False)
     with ctx:
-        for use_cache in (True, False):  # warm-up, not counted
-            model.generate(idx, 8, use_cache=use_cache)
+        for gen in variants.values():  # warm-up, not counted
+            gen(idx, 8)
     rows = []
     for T in lengths:
         u = torch.rand(n_prompts, T, generator=torch.Generator().manual_seed(args.seed))  # (n, T)
-        dt, out = {}, {}
-        for use_cache in (True, False):
-            generate = partial(model.generate, idx, T, uniforms=u, use_cache=use_cache)
-            with ctx:
-                dt[use_cache], (out[use_cache], _) = timed(generate, device, args.repeats)
-        same = torch.equal(out[True], out[False])
-        rows.append((T, n_prompts * T / dt[True], n_prompts * T / dt[False], dt[False] / dt[True], same))
+        fns = {name: partial(gen, idx, T, uniforms=u) for name, gen in variants.items()}
+        with ctx:
+            if "compiled" in fns:
+                fns["compiled"]()  # a new cache size may compile again: not counted
+            dt, out = timed_each(fns, device, args.repeats)
+        tok_s = {name: n_prompts * T / s for name, s in dt.items()}
+        same = all(torch.equal(o[0], out["recompute"][0]) for o in out.values())
+        rows.append(dict(T=T, tok_s=tok_s, same=same))
     return rows
 
 
-def bench_grpo(shape, task, tok, args, device, ctx, matmul, peak):
-    """Warm-up step, then the fastest of --repeats steps, by phase."""
+def bench_grpo(shape, task, tok, args, device, ctx, matmul, peak, base=None):
+    """Warm-up step, then the fastest of --repeats steps, by phase, for each rollout variant (the current
+    generate, and with --baseline / --compile the others), steps interleaved. Returns {variant: row}."""
     n_layer, n_embd, n_head, B, G, T = shape
     cfg = GPTConfig(
         block_size=task.prompt_len + T, vocab_size=tok.vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd
@@ -303,21 +364,32 @@ def bench_grpo(shape, task, tok, args, device, ctx, matmul, peak):
     models, opt = make_models(cfg, device, args.seed)
     batch = Batch(task, tok, B, G, T, args.seed, device)
     timer = PhaseTimer(device)
-    grpo_step(models, opt, batch, ctx, timer)  # warm-up: allocates Adam's state, not counted
-    timer.read()
-    best = None
+    variants = generate_variants(models[0], args, base)
+    for gen in variants.values():  # warm-up: allocates Adam's state (and compiles), not counted
+        grpo_step(models, opt, batch, ctx, timer, generate=gen)
+        timer.read()
+    best = dict.fromkeys(variants)
     for _ in range(args.repeats):
-        grpo_step(models, opt, batch, ctx, timer)
-        phases = timer.read()
-        if best is None or sum(phases.values()) < sum(best.values()):
-            best = phases
-    step_s = sum(best.values())
+        for name, gen in variants.items():
+            grpo_step(models, opt, batch, ctx, timer, generate=gen)
+            phases = timer.read()
+            if best[name] is None or sum(phases.values()) < sum(best[name].values()):
+                best[name] = phases
     flops, update_flops = step_flops(models[0], B * G, task.prompt_len, T)
-    row = dict(shape=shape, params=models[0].num_params(), phases=best, step_s=step_s)
-    row.update(completions_s=B * G / step_s, gflop=flops / 1e9, of_matmul=flops / step_s / matmul)
-    if peak:
-        row.update(mfu=flops / step_s / peak, update_mfu=update_flops / best["update"] / peak)
-    return row
+    rows = {}
+    for name, phases in best.items():
+        step_s = sum(phases.values())
+        row = dict(shape=shape, params=models[0].num_params(), phases=phases, step_s=step_s)
+        row.update(completions_s=B * G / step_s, gflop=flops / 1e9, of_matmul=flops / step_s / matmul)
+        # the rollout: one forward over the update's positions, a third of its FLOPs (step_flops)
+        row.update(
+            rollout_tok_s=B * G * T / phases["rollout"], rollout_of_matmul=update_flops / 3 / phases["rollout"] / matmul
+        )
+        row.update(update_tok_s=B * G * T / phases["update"], update_of_matmul=update_flops / phases["update"] / matmul)
+        if peak:
+            row.update(mfu=flops / step_s / peak, update_mfu=update_flops / phases["update"] / peak)
+        rows[name] = row
+    return rows
 
 
 def bench_memory(shape, task, tok, args, device, ctx):
@@ -363,6 +435,10 @@ def main():
     parser.add_argument("--seed", type=int, default=1337, help="random seed (models, prompts, sampling)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and lengths: seconds, for tests")
     parser.add_argument("--out", default=None, help="also write the tables to this markdown file")
+    parser.add_argument(
+        "--baseline", default=None, help="git revision whose model.py generate is timed too (before columns)"
+    )
+    parser.add_argument("--compile", action="store_true", help="also time generate(compile=True) (torch.compile)")
     args = parser.parse_args()
     if args.n_embd % args.n_head:
         parser.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
@@ -394,26 +470,40 @@ def main():
     ]
 
     # --- 1. generation
+    base = None if args.baseline is None else load_baseline(args.baseline)
     matmul = matmul_flops(device, matmul_n, max(args.repeats, 3))
     gen_cfg = GPTConfig(
         block_size=task.prompt_len + max(args.lengths), vocab_size=tok.vocab_size, n_layer=L, n_head=H, n_embd=C
     )
-    gen = bench_generation(gen_cfg, task, tok, args.lengths, args.gen_prompts, args, device, ctx)
+    gen = bench_generation(gen_cfg, task, tok, args.lengths, args.gen_prompts, args, device, ctx, base)
+    extra = [name for name in ("before", "compiled") if name in gen[0]["tok_s"]]
+    heads = {"before": f"KV cache at {args.baseline} (tok/s) | KV cache: now / {args.baseline}", "compiled": ""}
+    heads["compiled"] = "compile=True (tok/s) | compiled / KV cache"
     lines += [
         f"Generation, {L} layers x {C} wide ({H} heads), {args.gen_prompts} prompts of {task.prompt_len} "
         f"tokens in parallel, no end token; completion tokens/s, best of {args.repeats}:",
         "",
-        "| new tokens | KV cache (tok/s) | full recompute (tok/s) | KV-cache speedup | same tokens |",
-        "|---:|---:|---:|---:|:---:|",
+        "| new tokens | KV cache (tok/s) | full recompute (tok/s) | KV-cache speedup | same tokens |"
+        + "".join(f" {heads[name]} |" for name in extra),
+        "|---:|---:|---:|---:|:---:|" + "---:|---:|" * len(extra),
     ]
-    lines += [f"| {T} | {a:,.0f} | {b:,.0f} | {r:.1f}x | {'yes' if s else 'no'} |" for T, a, b, r, s in gen]
+    for r in gen:
+        s = r["tok_s"]
+        line = f"| {r['T']} | {s['cache']:,.0f} | {s['recompute']:,.0f} | {s['cache'] / s['recompute']:.1f}x "
+        line += f"| {'yes' if r['same'] else 'no'} |"
+        if "before" in s:
+            line += f" {s['before']:,.0f} | {s['cache'] / s['before']:.2f}x |"
+        if "compiled" in s:
+            line += f" {s['compiled']:,.0f} | {s['compiled'] / s['cache']:.2f}x |"
+        lines.append(line)
     if device == "cuda":  # in fp32 on a CPU the two paths agree exactly (tests/test_model.py)
         lines += ["", "(bf16: the cached and the recomputed attention round differently, so tokens may differ)"]
     print("\n".join(lines), flush=True)
 
     # --- 2. GRPO steps by phase
     shapes = list(dict.fromkeys([shape, *fixed]))  # the bench model first, no duplicates
-    rows = [bench_grpo(s, task, tok, args, device, ctx, matmul, peak) for s in shapes]
+    all_rows = {s: bench_grpo(s, task, tok, args, device, ctx, matmul, peak, base) for s in shapes}
+    rows = [r["cache"] for r in all_rows.values()]
     mfu_head = " MFU step / update |" if peak else ""
     part = [
         "",
@@ -436,6 +526,29 @@ def main():
         )
     if device == "cuda" and not peak:
         part.append(f"\n(no MFU: {torch.cuda.get_device_name()} is not in the peak table)")
+
+    # the rollout beside the update, at the fixed shapes: now, and before / compiled where asked
+    names = {"cache": "now", "before": f"at {args.baseline}", "compiled": "compile=True"}
+    part += [
+        "",
+        "Rollout beside update at the fixed shapes, from the same steps: completion tokens/s (generated, or "
+        "trained on) and FLOP/s over the matmul's; the step with that rollout. Rollout variants: "
+        + ", ".join(f"{names[n]}" for n in all_rows[shapes[0]]),
+        "",
+        "| model | B x G x T | rollout | rollout (s) | rollout tok/s | rollout FLOP/s / matmul | update (s) "
+        "| update FLOP/s / matmul | step (s) | step FLOP/s / matmul | rollout tok/s / now's |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in fixed:
+        nl, ne, nh, B, G, T = s
+        now = all_rows[s]["cache"]
+        for name, r in all_rows[s].items():
+            p = r["phases"]
+            part.append(
+                f"| {nl} x {ne} | {B} x {G} x {T} | {names[name]} | {p['rollout']:.3f} | {r['rollout_tok_s']:,.0f} "
+                f"| {r['rollout_of_matmul']:.1%} | {p['update']:.3f} | {r['update_of_matmul']:.1%} "
+                f"| {r['step_s']:.3f} | {r['of_matmul']:.1%} | {r['rollout_tok_s'] / now['rollout_tok_s']:.2f}x |"
+            )
     print("\n".join(part), flush=True)
     lines += part
 

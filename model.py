@@ -7,7 +7,9 @@ What is added for RL:
   - CharTokenizer: a character vocabulary plus one end token (rendered "|", a character neither task
     uses), so a completion can stop.
   - GPT.generate: samples with a KV cache, returns the tokens *and* their log-probs under the sampling
-    distribution (after temperature and top-k), stops each row at the end token.
+    distribution (after temperature and top-k), stops each row at the end token. The cache (KVCache) is
+    allocated once for prompt + completion and written in place; generate(compile=True) runs the
+    per-token step through torch.compile (CUDA graphs on CUDA).
   - GPT.logprobs: the training-time forward, per-token log-probs of given completion tokens, with grad.
   - Prompts of different lengths: left_pad() them and pass the attention mask to forward, generate and
     completion_logprobs; position ids count real tokens only (mask.cumsum - 1, as Hugging Face's
@@ -18,6 +20,7 @@ What is added for RL:
 Run `python model.py` to sample from an untrained model (a smoke test).
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -79,18 +82,22 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, kv=None, attn_mask=None):
-        """attn_mask: None (causal, every key real) or (B, 1, T, T_keys) bool, True where a query may attend."""
+        """kv: None, or one layer's slice of a KVCache: (k_cache, v_cache, at, n_keys), (B, nh, size, hs) buffers;
+        the T new keys and values are written in place at positions at ((T,) long), then the queries attend to
+        the first n_keys cached positions. attn_mask: None (causal) or (B, 1, T, T_keys) bool, True where a
+        query may attend."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        if kv is not None:  # decoding: T new queries attend to the cached keys plus themselves
-            assert T == 1, "the cache path decodes one token at a time"
-            k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)  # (B, nh, T_past+1, hs)
+        if kv is not None:  # decoding: write the new keys into the cache, attend over its filled part
+            k_cache, v_cache, at, n_keys = kv
+            k_cache[:, :, at], v_cache[:, :, at] = k, v  # at: a slice (eager) or a (T,) tensor (compiled)
+            k, v = k_cache[:, :, :n_keys], v_cache[:, :, :n_keys]  # (B, nh, n_keys, hs), views
         drop = self.dropout if self.training else 0.0
-        # one new query may see every cached key, so causal masking is only needed without a cache
-        causal = kv is None and attn_mask is None
+        # one new query may see every cached key: causal masking only for several queries (a cache starts empty)
+        causal = attn_mask is None and T > 1
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, is_causal=causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y)), (k, v)
@@ -121,6 +128,49 @@ class Block(nn.Module):
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, kv
+
+
+class KVCache:
+    """Keys and values of every layer for `size` positions, allocated once per generate call: per layer a
+    (B, nh, size, hs) buffer each, written in place at each new position and read over the filled part.
+    It saves what growing the cache with torch.cat([past, new]) per layer and token costs: a copy of the
+    whole cache and a fresh allocation each time (O(T^2) bytes moved over a completion; the largest op of
+    cached decoding in a profile). n: positions filled."""
+
+    def __init__(self, config, B, size, device, dtype=torch.float32):
+        shape = (B, config.n_head, size, config.n_embd // config.n_head)
+        # zeros, not empty: the compiled decode attends over unwritten positions with weight 0, and 0 * NaN = NaN
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.size, self.n = size, 0
+
+    @classmethod
+    def holding(cls, kv, config):
+        """A KVCache of block_size positions holding kv, the (k, v) per layer GPT.body returns without a cache."""
+        k0 = kv[0][0]  # (B, nh, n, hs)
+        cache = cls(config, k0.size(0), config.block_size, k0.device, k0.dtype)
+        for i, (k, v) in enumerate(kv):
+            cache.k[i][:, :, : k.size(2)], cache.v[i][:, :, : v.size(2)] = k, v
+        cache.n = k0.size(2)
+        return cache
+
+
+def sample(logits, u, temperature=1.0, top_k=None):
+    """One token per row from logits (B, V) float with the uniforms u (B, 1) in [0, 1) (inverse CDF).
+    Returns (token (B,), its log-prob (B,) under the distribution it was drawn from; greedy: the untempered)."""
+    if temperature == 0:
+        nxt = logits.argmax(-1)  # (B,)
+        return nxt, F.log_softmax(logits, -1).gather(-1, nxt[:, None]).squeeze(-1)
+    if temperature != 1.0:  # x / 1.0 == x exactly: skipping it changes no number
+        logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    logp_all = F.log_softmax(logits, dim=-1)  # (B, V)
+    cdf = logp_all.exp().cumsum(-1)  # (B, V)
+    u = u * cdf[:, -1:]  # scale by the float total so u < cdf[-1]
+    nxt = (cdf <= u).sum(-1).clamp(max=logits.size(-1) - 1)  # inverse CDF: the first cdf > u
+    return nxt, logp_all.gather(-1, nxt[:, None]).squeeze(-1)
 
 
 class GPT(nn.Module):
@@ -155,30 +205,45 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
 
     def body(self, idx, cache=None, attention_mask=None):
-        """Final hidden states (B, T, C) and the new KV cache. With a cache, idx is (B, 1).
+        """Final hidden states (B, T, C), and the cache: the KVCache given, or without one the (k, v) per layer
+        (pass it back to continue: it is copied once into a KVCache of block_size positions).
 
-        attention_mask: None (every token real) or (B, T_past + T), 1 for a real token and 0 for left
+        cache: a KVCache, filled in place: by the prompt first (T tokens from position 0), then one token at
+        a time. attention_mask: None (every token real) or (B, T_past + T), 1 for a real token and 0 for left
         padding, covering the cached positions too. A real token's position id counts the real tokens
         before it; a pad attends only to itself (its output is never used, but must not be NaN)."""
         B, T = idx.size()
-        t0 = 0 if cache is None else cache[0][0].size(2)
+        if isinstance(cache, list):
+            cache = KVCache.holding(cache, self.config)
+        t0 = 0 if cache is None else cache.n
         assert t0 + T <= self.config.block_size, f"length {t0 + T} > block_size {self.config.block_size}"
-        attn_mask = None
-        if attention_mask is None:
-            pos = torch.arange(t0, t0 + T, dtype=torch.long, device=idx.device)  # (T,)
-        else:
+        assert T == 1 or t0 == 0, "a cache is filled by the prompt, then one token at a time"
+        at = torch.arange(t0, t0 + T, device=idx.device)  # (T,) positions of the new tokens
+        pos, attn_mask = at, None
+        if attention_mask is not None:
             real = attention_mask.bool()  # (B, Tk) with Tk = t0 + T
             pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, t0:]  # (B, T)
-            q_idx = torch.arange(t0, t0 + T, device=idx.device)[:, None]  # (T, 1)
+            q_idx = at[:, None]  # (T, 1)
             k_idx = torch.arange(t0 + T, device=idx.device)[None, :]  # (1, Tk)
             attn_mask = (k_idx <= q_idx) & (real[:, None, :] | (k_idx == q_idx))  # (B, T, Tk) causal, real keys
             attn_mask = attn_mask[:, None]  # (B, 1, T, Tk), broadcast over heads
+        h, kv = self.run(idx, pos, attn_mask, cache, slice(t0, t0 + T), t0 + T)
+        if cache is None:
+            return h, kv
+        cache.n = t0 + T
+        return h, cache
+
+    def run(self, idx, pos, attn_mask=None, cache=None, at=None, n_keys=None):
+        """The blocks over tokens idx (B, T) at position ids pos ((T,) or (B, T)): final hidden states (B, T, C)
+        and the keys and values attended to, per layer. With a cache, the new keys and values are written at
+        cache positions at ((T,) long) and the queries attend to the first n_keys cached positions, where
+        attn_mask allows (see CausalSelfAttention)."""
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        new_cache = []
+        kvs = []
         for i, block in enumerate(self.transformer.h):
-            x, kv = block(x, None if cache is None else cache[i], attn_mask)
-            new_cache.append(kv)
-        return self.transformer.ln_f(x), new_cache
+            x, kv = block(x, None if cache is None else (cache.k[i], cache.v[i], at, n_keys), attn_mask)
+            kvs.append(kv)
+        return self.transformer.ln_f(x), kvs
 
     def forward(self, idx, targets=None, attention_mask=None):
         """Language-model forward: logits (B, T, V), and the mean cross-entropy if targets are given
@@ -206,6 +271,7 @@ class GPT(nn.Module):
         uniforms=None,
         use_cache=True,
         attention_mask=None,
+        compile=False,
     ):
         """Sample completions of the prompts idx (B, P).
 
@@ -218,59 +284,98 @@ class GPT(nn.Module):
           step recomputes the last block_size tokens (nanoGPT's crop), as use_cache=False always does.
         attention_mask: (B, P) 1 for real prompt tokens, 0 for left padding (left_pad); prompts of one
           length need none (an all-ones mask takes the unpadded path, the same numbers bit for bit).
+        compile: run the per-token step (decode) through torch.compile (see FIXED_SHAPES; CUDA graphs on
+          CUDA). Fused kernels sum in another order: log-probs agree with the eager path's to float rounding,
+          not bit for bit. The first call compiles (tens of seconds on a CPU); off by default, as on a CPU
+          it pays only over many calls (bench.py --compile).
         Returns (tokens (B, max_new_tokens) long, logp (B, max_new_tokens) float): log-probs of the
         sampled tokens under the distribution they were drawn from (temperature and top-k applied;
         for greedy, under the untempered softmax).
         """
         was_training = self.training
         self.eval()
-        B = idx.size(0)
+        (B, P), T, bs, dev = idx.size(), max_new_tokens, self.config.block_size, idx.device
         if uniforms is None:
-            uniforms = torch.rand(B, max_new_tokens, device=idx.device)
-        uniforms = uniforms.to(idx.device)
-        bs = self.config.block_size
-        tokens = torch.full((B, max_new_tokens), -1 if eos_id is None else eos_id, dtype=torch.long, device=idx.device)
-        logps = torch.zeros(B, max_new_tokens, device=idx.device)
-        done = torch.zeros(B, dtype=torch.bool, device=idx.device)
-        seq, cache = idx, None
-        amask = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.to(idx.device)
-        for t in range(max_new_tokens):
-            if use_cache and seq.size(1) <= bs:
-                if cache is None:
-                    h, cache = self.body(seq, attention_mask=amask)  # prefill the prompt
-                else:
-                    h, cache = self.body(seq[:, -1:], cache, amask)  # one new token against the cache
+            uniforms = torch.rand(B, T, device=dev)
+        uniforms = uniforms.to(dev)
+        tokens = torch.full((B, T), -1 if eos_id is None else eos_id, dtype=torch.long, device=dev)
+        logps = torch.zeros(B, T, device=dev)
+        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        seq = torch.cat([idx, tokens], dim=1)  # (B, P + T): the prompt, then each sampled token written in place
+        # everything below is built once, not per token; every sampled token is real (after the end token
+        # too: it is masked in the loss)
+        mask = None  # (B, P + T) 1 real, 0 left padding
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = torch.cat([attention_mask.to(dev).long(), torch.ones_like(tokens)], dim=1)
+        cache = None
+        if use_cache and P <= bs:
+            size = min(P + T - 1, bs)  # the prompt and every sampled token fed back (the last one never is)
+            fixed = compile and dev.type in FIXED_SHAPES
+            cache = self.kv_cache(B, size, dev, keep=fixed)
+            at = torch.arange(size, device=dev)  # (size,) cache positions
+            pos = at if mask is None else (mask.cumsum(-1) - 1).clamp(min=0)  # (size,) or (B, P + T) position ids
+            real = None if mask is None else mask.bool()[:, None, None, :]  # (B, 1, 1, P + T) keys that are real
+            decode = compiled_decode(dev.type) if compile else GPT.decode
+        check_every = END_CHECK_EVERY.get(dev.type, 8)
+        for t in range(T):
+            n = P + t  # tokens so far
+            if cache is not None and n <= bs:
+                if t == 0:  # prefill: the prompt into the cache
+                    h, _ = self.body(idx, cache, None if mask is None else mask[:, :P])
+                    nxt, lp = sample(self.lm_head(h[:, -1]).float(), uniforms[:, :1], temperature, top_k)
+                else:  # the token sampled last, at position n - 1, against the cache
+                    where = at[n - 1 : n] if compile else slice(n - 1, n)  # a tensor: no recompile per position
+                    if fixed:  # fixed shapes: attend over all `size` cache positions, the unwritten ones masked
+                        n_keys, keys = size, at.view(1, 1, 1, size) <= n - 1  # (1, 1, 1, size) written
+                        keys = keys if real is None else real[..., :size] & keys  # (B, 1, 1, size)
+                        if dev.type == "cuda":
+                            torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs were consumed
+                    else:
+                        n_keys, keys = n, None if real is None else real[..., :n]  # (B, 1, 1, n)
+                    p = pos[n - 1 : n] if mask is None else pos[:, n - 1 : n]  # (1,) or (B, 1)
+                    args = (seq[:, n - 1 : n], p, where, keys, n_keys, cache, uniforms[:, t : t + 1])
+                    nxt, lp = decode(self, *args, temperature, top_k)
+                    cache.n = n
             else:  # crop the context to block_size and recompute
-                h, _ = self.body(seq[:, -bs:], attention_mask=None if amask is None else amask[:, -bs:])
-            logits = self.lm_head(h[:, -1, :]).float()  # (B, V)
-            if temperature == 0:
-                nxt = logits.argmax(-1)  # (B,)
-                lp = F.log_softmax(logits, -1).gather(-1, nxt[:, None]).squeeze(-1)
-            else:
-                logits = logits / temperature
-                if top_k is not None and top_k < logits.size(-1):
-                    kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                logp_all = F.log_softmax(logits, dim=-1)  # (B, V)
-                cdf = logp_all.exp().cumsum(-1)  # (B, V)
-                u = uniforms[:, t : t + 1] * cdf[:, -1:]  # scale by the float total so u < cdf[-1]
-                nxt = (cdf <= u).sum(-1).clamp(max=logits.size(-1) - 1)  # inverse CDF: first cdf > u
-                lp = logp_all.gather(-1, nxt[:, None]).squeeze(-1)
+                s = max(0, n - bs)
+                h, _ = self.body(seq[:, s:n], attention_mask=None if mask is None else mask[:, s:n])
+                nxt, lp = sample(self.lm_head(h[:, -1]).float(), uniforms[:, t : t + 1], temperature, top_k)
             if eos_id is not None:
-                nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
-                lp = torch.where(done, torch.zeros_like(lp), lp)
-            tokens[:, t], logps[:, t] = nxt, lp
-            seq = torch.cat([seq, nxt[:, None]], dim=1)
-            if amask is not None:  # every sampled token is real (after the end token too: it is masked in the loss)
-                amask = torch.cat([amask, torch.ones_like(amask[:, :1])], dim=1)
+                nxt, lp = nxt.masked_fill(done, eos_id), lp.masked_fill(done, 0.0)
+            tokens[:, t], logps[:, t], seq[:, n] = nxt, lp, nxt
             if eos_id is not None:
                 done = done | (nxt == eos_id)
-                if bool(done.all()):  # .item()-style sync; cheap at these sizes
+                if (t + 1) % check_every == 0 and bool(done.all()):  # the rest already holds eos_id and 0
                     break
-            if cache is not None and seq.size(1) > bs:
-                cache = None  # the window slides: absolute positions change, the cache is stale
         self.train(was_training)
         return tokens, logps
+
+    def decode(self, tok, pos, at, keys, n_keys, cache, u, temperature=1.0, top_k=None):
+        """generate's per-token step: tokens tok (B, 1) at position ids pos, their keys and values written at
+        cache position at ((1,) long), attending to the first n_keys cache positions where keys (broadcast to
+        (B, 1, 1, n_keys)) is True (None: all); then sample with the uniforms u (B, 1).
+        Returns (next token (B,), its log-prob (B,))."""
+        h, _ = self.run(tok, pos, keys, cache, at, n_keys)  # (B, 1, C)
+        return sample(self.lm_head(h[:, -1]).float(), u, temperature, top_k)
+
+    def kv_cache(self, B, size, device, keep=False):
+        """A zeroed KVCache for B rows and size positions, in the dtype the keys will have (autocast's).
+        keep: reuse the last kept one of the same shape, as the compiled decode needs: CUDA graphs replay
+        on fixed addresses (a new cache would be recorded anew)."""
+        ac = torch.is_autocast_enabled(device.type)
+        dtype = torch.get_autocast_dtype(device.type) if ac else self.lm_head.weight.dtype
+        old = getattr(self, "_kept_cache", None)
+        if keep and old is not None and old.k[0].shape[0] == B and old.size == size and old.k[0].dtype == dtype:
+            old.n = 0  # zeroed again: a NaN left there would poison the masked positions (0 * NaN)
+            for buf in old.k + old.v:
+                buf.zero_()
+            return old
+        cache = KVCache(self.config, B, size, device, dtype)
+        if keep:
+            for buf in cache.k + cache.v:
+                torch._dynamo.mark_static_address(buf)  # written in place by the CUDA graph
+            self._kept_cache = cache
+        return cache
 
     def flops_per_token(self, T):
         """Training FLOPs per token (PaLM appendix B, as nanoGPT): 6N for the matmuls + 12*L*H*Q*T attention."""
@@ -278,6 +383,27 @@ class GPT(nn.Module):
         N = self.num_params() - self.transformer.wpe.weight.numel()
         L, H, Q = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head
         return 6 * N + 12 * L * H * Q * T
+
+
+# tokens between generate's checks that every row has ended, by device type (default 8): on a GPU the check
+# makes the host wait for the GPU, so not every token; the rest of the rows already hold the end token
+END_CHECK_EVERY = {"cpu": 1}
+
+# device types where generate(compile=True) runs the decode step with every shape fixed: it attends over the
+# whole cache, the positions not yet written masked out, as CUDA graphs need. Elsewhere (a CPU) the compiled step
+# attends over the filled part like the eager one (one graph for every length: dynamic shapes), which costs
+# fewer FLOPs than the whole cache and needs no graph to replay.
+FIXED_SHAPES = {"cuda"}
+
+
+@functools.cache
+def compiled_decode(device_type):
+    """GPT.decode through torch.compile, made once per device type. CUDA: mode="reduce-overhead", the step's
+    kernels replayed as one CUDA graph, on fixed shapes; elsewhere dynamic shapes (one graph for every length)."""
+    mode = "reduce-overhead" if device_type == "cuda" else None
+    # not fullgraph=True: past dynamo's recompile limit (8 graphs of one function) it would fail where this
+    # falls back to eager
+    return torch.compile(GPT.decode, mode=mode, dynamic=device_type not in FIXED_SHAPES)
 
 
 def left_pad(rows, pad_id):

@@ -79,7 +79,7 @@ def table(stdout, header_start):
 
 def test_bench_quick(tmp_path):
     out_md = tmp_path / "bench.md"
-    p = run("bench.py", "--quick", "--device", "cpu", "--out", out_md, timeout=120)
+    p = run("bench.py", "--quick", "--device", "cpu", "--baseline", "HEAD", "--out", out_md, timeout=120)
     assert p.returncode == 0, p.stderr
     out = p.stdout
     assert out.startswith("Device: ") and "Command: `python bench.py --quick --device cpu" in out
@@ -87,7 +87,20 @@ def test_bench_quick(tmp_path):
     assert [r[0] for r in gen] == ["4", "8"]
     for r in gen:
         assert float(r[1].replace(",", "")) > 0 and float(r[2].replace(",", "")) > 0 and r[3].endswith("x")
-        assert r[4] == "yes"  # fp32 on a CPU: the KV cache samples exactly what full recompute samples
+        # fp32 on a CPU: the KV cache (and the baseline's) samples exactly what full recompute samples
+        assert r[4] == "yes"
+        assert float(r[5].replace(",", "")) > 0 and r[6].endswith("x")  # the baseline's column, its ratio
+    # the rollout beside the update: one row per fixed shape and rollout variant (now, the baseline)
+    roll = table(out, "| model | B x G x T | rollout |")
+    assert [r[:3] for r in roll] == [
+        ["1 x 32", "2 x 2 x 4", "now"],
+        ["1 x 32", "2 x 2 x 4", "at HEAD"],
+        ["2 x 32", "2 x 2 x 8", "now"],
+        ["2 x 32", "2 x 2 x 8", "at HEAD"],
+    ]
+    for r in roll:
+        assert all(c.endswith("%") for c in (r[5], r[7], r[9])) and r[10].endswith("x")
+    assert [r[10] for r in roll[::2]] == ["1.00x", "1.00x"]  # the current rollout against itself
     grpo = table(out, "| model | B x G x T |")
     assert [r[:2] for r in grpo] == [["1 x 32 (2 heads)", "2 x 2 x 4"], ["2 x 32 (2 heads)", "2 x 2 x 8"]]
     for r in grpo:
@@ -189,8 +202,9 @@ def test_step_flops_and_mfu_arithmetic():
     task = ShakespeareTask()
     tok = bench.CharTokenizer(task.chars)
     shape = (1, 32, 2, 2, 2, 4)  # n_layer, n_embd, n_head, B, G, T
-    args = argparse.Namespace(repeats=1, seed=0)
-    row = bench.bench_grpo(shape, task, tok, args, "cpu", bench.nullcontext(), matmul=1e9, peak=1e12)
+    args = argparse.Namespace(repeats=1, seed=0, compile=False)
+    (name, row), *others = bench.bench_grpo(shape, task, tok, args, "cpu", bench.nullcontext(), 1e9, 1e12).items()
+    assert name == "cache" and others == []  # no --baseline, no --compile: the current rollout only
     model = GPT(GPTConfig(block_size=task.prompt_len + 4, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32))
     N, L = 4, task.prompt_len + 4 - 1
     update = model.flops_per_token(L) * N * L
@@ -200,3 +214,29 @@ def test_step_flops_and_mfu_arithmetic():
     assert row["mfu"] == pytest.approx(update * 5 / 3 / row["step_s"] / 1e12)
     assert row["update_mfu"] == pytest.approx(update / row["phases"]["update"] / 1e12)
     assert row["step_s"] == pytest.approx(sum(row["phases"].values()))
+    # the rollout: a forward over the update's positions, a third of its FLOPs; tokens/s over N x T
+    assert row["rollout_of_matmul"] == pytest.approx(update / 3 / row["phases"]["rollout"] / 1e9)
+    assert row["rollout_tok_s"] == pytest.approx(N * 4 / row["phases"]["rollout"])
+    assert row["update_of_matmul"] == pytest.approx(update / row["phases"]["update"] / 1e9)
+
+
+def test_baseline_model_shares_the_weights_and_samples_the_same():
+    """--baseline: model.py at a git revision, its GPT on the same parameter storage (an optimizer step on the
+    current model is seen by it), sampling what the current generate samples (fp32, CPU)."""
+    base = bench.load_baseline("HEAD")
+    assert base.__name__ == "model_baseline" and base.GPT is not GPT
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=16))
+    old = bench.baseline_model(base, model)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(5.0)  # seen by the baseline's model: the same storage
+    idx, u = torch.randint(0, 10, (3, 4)), torch.rand(3, 8)
+    a, lp_a = model.generate(idx, 8, uniforms=u)
+    b, lp_b = old.generate(idx, 8, uniforms=u)
+    assert torch.equal(a, b) and torch.equal(lp_a, lp_b)
+
+
+def test_timed_each_interleaves_and_keeps_the_best():
+    calls = []
+    dt, out = bench.timed_each({"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2}, "cpu", 3)
+    assert calls == ["a", "b"] * 3 and out == {"a": 1, "b": 2} and set(dt) == {"a", "b"}
