@@ -23,7 +23,7 @@ k3 KL penalty (grpo.py). How this departs from DeepSeekMath's GRPO:
   2. pi_ref stays the SFT policy for the whole run (the paper's iterative GRPO resets it).
   3. With mu = 1 (the default) old_logp is logp.detach(): ratio == 1 and the clip never acts.
   4. Truncated completions (no end token within --max-new-tokens) stay in the loss with all their
-     tokens; they get no reward, so the policy learns to stop.
+     tokens; they get no reward, so the policy learns to stop (--mask-truncated: DAPO's overlong filtering).
   5. --dynamic-sampling (DAPO) drops groups whose rewards are all equal and samples more prompts;
      mean_r, std_r and len_mean are then logged on the first, unfiltered draw of the step, kept_groups
      counts the informative groups trained on (utils/metrics.py defines every column). Under DDP each
@@ -47,7 +47,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from grpo import entropy_from_logits, group_advantages, grpo_loss
+from grpo import clip_range, entropy_from_logits, group_advantages, grpo_loss, token_entropy, truncated
 from model import completion_logprobs
 from reward_model import DivergedError, add_rm_args, setup_rewards
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -92,12 +92,49 @@ parser.add_argument("--group-size", type=at_least(2), default=8, help="completio
 parser.add_argument("--num-iterations", type=at_least(1), default=1, help="updates per rollout (mu)")
 parser.add_argument("--lr", type=positive(), default=3e-4, help="learning rate (Adam)")
 parser.add_argument("--beta", type=float, default=0.04, help="weight of the k3 KL penalty to pi_ref")
-parser.add_argument("--clip-eps", type=positive(), default=0.2, help="PPO clip range (lower side)")
 parser.add_argument(
-    "--clip-eps-high", type=positive(), default=None, help="upper clip (DAPO clip-higher); default --clip-eps"
+    "--clip-eps",
+    type=positive(),
+    default=None,
+    help="PPO clip range (both sides); default 0.2, or 3e-4 with --importance-level sequence (GSPO)",
 )
 parser.add_argument(
-    "--loss-type", choices=["grpo", "bnpo", "dapo", "dr_grpo"], default="grpo", help="token aggregation, see grpo.py"
+    "--clip-eps-high",
+    type=positive(),
+    default=None,
+    help="upper clip (DAPO clip-higher); default --clip-eps if given, else 0.2, or 4e-4 per sequence (GSPO)",
+)
+parser.add_argument(
+    "--loss-type",
+    choices=["grpo", "bnpo", "dapo", "dr_grpo", "cispo"],
+    default="grpo",
+    help="token aggregation, or cispo (MiniMax-M1's clipped-weight REINFORCE, token-normalised), see grpo.py",
+)
+parser.add_argument(
+    "--importance-level",
+    choices=["token", "sequence"],
+    default="token",
+    help="importance ratio per token (GRPO) or one per completion (GSPO), see grpo.py",
+)
+parser.add_argument(
+    "--cispo-eps-max", type=positive(), default=5.0, help="--loss-type cispo: cap on the importance weight"
+)
+parser.add_argument(
+    "--delta", type=positive(), default=None, help="two-sided clip (INTELLECT-2): cap on the ratio, > 1 + upper clip"
+)
+parser.add_argument(
+    "--mask-truncated",
+    action="store_true",
+    help="DAPO overlong filtering: completions with no end token leave the loss",
+)
+parser.add_argument(
+    "--top-entropy-quantile",
+    type=float,
+    default=1.0,
+    help="policy gradient only on this top fraction of tokens by entropy (Wang et al. 2025: 0.2); 1 = all",
+)
+parser.add_argument(
+    "--entropy-coef", type=float, default=0.0, help="weight of an entropy bonus (true entropy) subtracted from the loss"
 )
 parser.add_argument(
     "--scale", choices=["group", "batch", "none"], default="group", help="advantage std normalisation, see grpo.py"
@@ -126,10 +163,19 @@ if args.top_k is not None:  # the loss needs log-probs of the distribution the t
     parser.error(TOP_K_REFUSED)
 if args.n_embd % args.n_head:
     parser.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
+if not 0 < args.top_entropy_quantile <= 1:
+    parser.error(f"--top-entropy-quantile must be in (0, 1], got {args.top_entropy_quantile}")
+if args.entropy_coef < 0:
+    parser.error(f"--entropy-coef must be >= 0 (a bonus), got {args.entropy_coef}")
+eps_high = clip_range(args.importance_level, args.clip_eps, args.clip_eps_high)[1]
+if args.delta is not None and (args.loss_type == "cispo" or args.delta <= 1 + eps_high):
+    parser.error(f"--delta must exceed 1 + the upper clip ({1 + eps_high:g}) and is not for --loss-type cispo")
 try:
     task = load_task(args.task, args.data)
 except TaskError as e:
     fail(str(e))
+if args.mask_truncated and not task.uses_eos:
+    fail(f"--mask-truncated: {task.name} completions have no end token (uses_eos=False), every one would be dropped")
 args.out_dir = args.out_dir or os.path.join("out", task.name)
 args.steps = args.steps or task.rl_steps
 
@@ -336,6 +382,9 @@ for step in pbar:
     seq, pmask = (torch.cat(x) for x in pad_prompts(picked["seq"], picked["pmask"]))  # (n*G, P+T), (n*G, P)
     mask, r = torch.cat(picked["mask"]), torch.cat(picked["r"])
     P = pmask.size(1)
+    loss_mask = mask  # (n*G, T) the tokens the loss sees
+    if args.mask_truncated:  # DAPO overlong filtering: a completion that never ended leaves the loss
+        loss_mask = mask * ~truncated(seq[:, P:], tok.eos_id)[:, None]
     # --- advantages, on the global batch of rewards so that "batch" scale sees every rank's rewards
     r_global, offset = gather(r)  # (B_global*G,) the rewards trained on, every rank's
     adv = group_advantages(r_global, G, scale=args.scale)[offset : offset + r.numel()].to(device)  # (n*G,)
@@ -348,8 +397,8 @@ for step in pbar:
         old_logp = None
         if args.num_iterations > 1:  # pi_old: the sampling policy, before any of the mu updates
             old_logp, _ = completion_logprobs(policy, seq, P, args.temperature, pmask)
-    num_tokens = mask.sum()
-    if ddp and args.loss_type == "dapo":
+    num_tokens = loss_mask.sum()
+    if ddp and args.loss_type in ("dapo", "cispo"):
         dist.all_reduce(num_tokens)  # the global token count (DAPO's token-level normaliser)
     # --- mu updates on the same rollout
     lr = lr_at(step, args.steps, args.lr, args.warmup_frac, args.lr_schedule)
@@ -363,21 +412,30 @@ for step in pbar:
             logp, logits = completion_logprobs(train_model, seq, P, args.temperature, pmask)  # (n*G, T)
         if it == 0:
             entropy = entropy_from_logits(logits.detach(), mask).item()
+        H = None  # per-token entropy with gradient: only the bonus and the top-entropy mask need it
+        if args.entropy_coef != 0 or args.top_entropy_quantile < 1:
+            H = token_entropy(logits)  # (n*G, T)
         old = logp.detach() if old_logp is None else old_logp
         loss, stats = grpo_loss(
             logp,
             old,
             ref_logp,
             adv,
-            mask,
+            loss_mask,
             clip_eps=args.clip_eps,
             clip_eps_high=args.clip_eps_high,
             beta=args.beta,
             loss_type=args.loss_type,
             max_completion_len=T,
             num_tokens=num_tokens,
+            importance_level=args.importance_level,
+            cispo_eps_max=args.cispo_eps_max,
+            delta=args.delta,
+            entropy=H,
+            top_entropy_quantile=args.top_entropy_quantile,
+            entropy_coef=args.entropy_coef,
         )
-        if ddp and args.loss_type == "dapo":
+        if ddp and args.loss_type in ("dapo", "cispo"):
             loss = loss * world  # DDP averages gradients over ranks; sum/global_count needs the sum
         if step in args.debug_nan_steps and it == args.debug_nan_update:
             loss = loss * float("nan")  # fault injection (tests only)
@@ -407,14 +465,14 @@ for step in pbar:
     # of the first draw, token means of the batch trained on, tokens/s of everything sampled
     dt = time.time() - t_step
     r0, _ = gather(first["r"])  # (B_global*G,)
-    n_trained = float(mask.sum())  # real tokens of the batch trained on (this rank)
+    n_trained = float(loss_mask.sum())  # real tokens the loss saw (this rank): --mask-truncated drops some
     row = {
         "step": step,
         "mean_r": r0.mean().item(),
         "std_r": r0.std().item(),
         "frac_zero_std": (r0.view(-1, G).std(dim=1) == 0).float().mean().item(),
         "kl": token_mean(last_stats["kl"], n_trained) if "kl" in last_stats else "",  # none at beta 0
-        "entropy": token_mean(entropy, n_trained),
+        "entropy": token_mean(entropy, float(mask.sum())),  # over every real token, truncated completions too
         "clip_frac": token_mean(last_stats["clip_frac"], n_trained) if last_stats else "",
         "loss": all_mean(sum(losses) / len(losses)) if losses else "",
         "grad_norm": sum(norms) / len(norms) if norms else "",  # of the all-reduced gradient: the same on every rank

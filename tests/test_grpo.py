@@ -1,13 +1,23 @@
 """grpo.py against hand-computed values and against plain-loop implementations written to be obvious."""
 
+import csv
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import exact_log
+from conftest import TINY, exact_log, run
 
-from grpo import completion_mask, entropy_from_logits, group_advantages, grpo_loss, per_token_logps
+from grpo import (
+    clip_range,
+    completion_mask,
+    entropy_from_logits,
+    group_advantages,
+    grpo_loss,
+    per_token_logps,
+    token_entropy,
+    truncated,
+)
 
 # -----------------------------------------------------------------------------
 # plain-loop references: one number at a time, no broadcasting tricks
@@ -346,3 +356,377 @@ def test_beta_zero_needs_no_reference():
     assert "kl" in s1 and "kl" not in s2
     with pytest.raises(ValueError, match="ref_logp"):
         grpo_loss(logp, old, None, adv, mask, beta=0.04)
+
+
+# -----------------------------------------------------------------------------
+# GRPO's descendants: GSPO, CISPO, two-sided clipping, truncation and entropy masks, the entropy bonus
+
+
+def old_grpo_loss(logp, old_logp, ref_logp, advantages, mask, *, clip_eps=0.2, clip_eps_high=None, beta=0.04,
+                  loss_type="grpo", max_completion_len=None, num_tokens=None):  # fmt: skip
+    """grpo_loss as it was before the descendants were added (verbatim): the defaults must not change it."""
+    old_logp, advantages = old_logp.detach(), advantages.detach()
+    mask = mask.float()
+    eps_low = clip_eps
+    eps_high = clip_eps if clip_eps_high is None else clip_eps_high
+    A = advantages.unsqueeze(1)
+    logratio = logp - old_logp
+    ratio = torch.exp(logratio)
+    pg_loss1 = -ratio * A
+    pg_loss2 = -torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * A
+    pg_loss = torch.max(pg_loss1, pg_loss2)
+    per_token = pg_loss
+    if ref_logp is not None:
+        d = ref_logp.detach() - logp
+        kl = torch.exp(d) - d - 1
+        per_token = pg_loss + beta * kl
+    if loss_type == "grpo":
+        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    elif loss_type == "bnpo":
+        loss = (per_token * mask).sum() / mask.sum().clamp(min=1)
+    elif loss_type == "dapo":
+        denom = mask.sum() if num_tokens is None else num_tokens
+        loss = (per_token * mask).sum() / torch.as_tensor(denom, dtype=per_token.dtype).clamp(min=1)
+    else:
+        L = mask.size(1) if max_completion_len is None else max_completion_len
+        loss = (per_token * mask).sum() / (mask.size(0) * L)
+    with torch.no_grad():
+        n = mask.sum().clamp(min=1)
+        clipped_low = ((ratio < 1 - eps_low) & (A < 0)).float()
+        clipped_high = ((ratio > 1 + eps_high) & (A > 0)).float()
+        stats = {
+            "clip_frac_low": (clipped_low * mask).sum() / n,
+            "clip_frac_high": (clipped_high * mask).sum() / n,
+            "clip_frac": ((clipped_low + clipped_high) * mask).sum() / n,
+            "ratio_mean": (ratio * mask).sum() / n,
+            "pg_loss": (pg_loss * mask).sum() / n,
+        }
+        if ref_logp is not None:
+            stats["kl"] = (kl * mask).sum() / n
+    return loss, stats
+
+
+def loop_variant(logp, old, ref, adv, mask, *, lo=0.2, hi=0.2, beta=0.04, loss_type="grpo", L=5, level="token",
+                 eps_max=5.0, delta=None, H=None, rho=1.0, coef=0.0):  # fmt: skip
+    """Every variant one token at a time, on 0-dim tensors so that autograd gives the oracle's gradient too.
+    The formulas of grpo.py's docstring, written out: no broadcasting, no masks multiplied in."""
+    N, T = mask.shape
+    real = [[t for t in range(T) if mask[i, t] == 1] for i in range(N)]
+    tau = None
+    if rho < 1:  # the (1 - rho)-quantile of the real tokens' entropies, linear interpolation (as torch)
+        vals = sorted(H[i, t].item() for i in range(N) for t in real[i])
+        pos = (1 - rho) * (len(vals) - 1)
+        k = math.floor(pos)
+        tau = vals[k] + (vals[min(k + 1, len(vals) - 1)] - vals[k]) * (pos - k)
+    rows = []  # per completion, its per-token terms
+    for i in range(N):
+        if level == "sequence":  # GSPO: s_i = exp(mean of the completion's log-ratios)
+            s_i = torch.exp(sum(logp[i, t] - old[i, t] for t in real[i]) / len(real[i]))
+        terms = []
+        for t in real[i]:
+            r = s_i if level == "sequence" else torch.exp(logp[i, t] - old[i, t])
+            a = adv[i]
+            if loss_type == "cispo":  # sg(min(r, eps_max)) * A * log pi
+                pg = -min(r.item(), eps_max) * a * logp[i, t]
+            else:
+                r1 = r if delta is None or r.item() <= delta else torch.tensor(delta)  # min(r, delta)
+                pg = -torch.minimum(r1 * a, torch.clamp(r, 1 - lo, 1 + hi) * a)
+            if tau is not None and H[i, t].item() < tau:
+                pg = 0.0 * pg  # not a forking token: no policy gradient
+            d = ref[i, t] - logp[i, t]
+            terms.append(pg + beta * (torch.exp(d) - d - 1))
+        rows.append(terms)
+    n_tokens = sum(len(x) for x in rows)
+    if loss_type == "grpo":
+        loss = sum(sum(x) / len(x) for x in rows) / N
+    elif loss_type in ("bnpo", "dapo", "cispo"):
+        loss = sum(sum(x) for x in rows) / n_tokens
+    else:
+        loss = sum(sum(x) for x in rows) / (N * L)
+    if coef:
+        loss = loss - coef * sum(H[i, t] for i in range(N) for t in real[i]) / n_tokens
+    return loss
+
+
+VARIANTS = {  # name: keyword arguments of grpo_loss
+    "gspo": dict(importance_level="sequence"),
+    "gspo_dapo": dict(importance_level="sequence", loss_type="dapo"),
+    "gspo_dr_grpo": dict(importance_level="sequence", loss_type="dr_grpo"),
+    "gspo_wide_clip": dict(importance_level="sequence", clip_eps=0.05, clip_eps_high=0.08),
+    "cispo": dict(loss_type="cispo"),
+    "cispo_capped": dict(loss_type="cispo", cispo_eps_max=1.3),
+    "cispo_sequence": dict(loss_type="cispo", importance_level="sequence", cispo_eps_max=1.02),
+    "delta": dict(delta=1.5),
+    "delta_bnpo_clip_high": dict(delta=1.4, clip_eps_high=0.28, loss_type="bnpo"),
+    "top_entropy": dict(top_entropy_quantile=0.4),
+    "top_entropy_cispo": dict(top_entropy_quantile=0.25, loss_type="cispo"),
+    "entropy_bonus": dict(entropy_coef=0.1),
+    "all_at_once": dict(importance_level="sequence", delta=1.5, top_entropy_quantile=0.5, entropy_coef=0.05),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_variants_match_loop(name):
+    """Loss and gradient (through logp and the entropy) of every variant against loop_variant."""
+    kw = VARIANTS[name]
+    logp, old, ref, adv, mask = random_batch(spread=1.0)
+    H = torch.rand(6, 5, generator=torch.Generator().manual_seed(3)) * 2  # distinct entropies
+    logp.requires_grad_(True)
+    H.requires_grad_(True)
+    loss, _ = grpo_loss(logp, old, ref, adv, mask, max_completion_len=5, entropy=H, **kw)
+    g_logp, g_H = torch.autograd.grad(loss, (logp, H), allow_unused=True)
+    lo, hi = clip_range(kw.get("importance_level", "token"), kw.get("clip_eps"), kw.get("clip_eps_high"))
+    expected = loop_variant(
+        logp, old, ref, adv, mask, lo=lo, hi=hi, loss_type=kw.get("loss_type", "grpo"),
+        level=kw.get("importance_level", "token"), eps_max=kw.get("cispo_eps_max", 5.0), delta=kw.get("delta"),
+        H=H, rho=kw.get("top_entropy_quantile", 1.0), coef=kw.get("entropy_coef", 0.0),
+    )  # fmt: skip
+    e_logp, e_H = torch.autograd.grad(expected, (logp, H), allow_unused=True)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    assert torch.allclose(g_logp, e_logp, atol=1e-6)
+    if "entropy_coef" in kw:
+        assert torch.allclose(g_H, e_H, atol=1e-7)
+    else:  # the entropy only selects tokens: no gradient through it
+        assert g_H is None and e_H is None
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dapo", "dr_grpo"])
+@pytest.mark.parametrize("with_ref", [True, False])
+def test_defaults_give_exactly_the_old_loss(loss_type, with_ref):
+    """Bit for bit: loss, gradient and every stat of today's grpo_loss at its defaults, also when the entropy
+    is passed (top_entropy_quantile = 1 and entropy_coef = 0 do not use it)."""
+    logp, old, ref, adv, mask = random_batch(spread=1.0)
+    logp.requires_grad_(True)
+    ref = ref if with_ref else None
+    beta = 0.04 if with_ref else 0.0
+    for kw in [dict(), dict(clip_eps=0.1, clip_eps_high=0.3, num_tokens=40, max_completion_len=9)]:
+        want, want_stats = old_grpo_loss(logp, old, ref, adv, mask, beta=beta, loss_type=loss_type, **kw)
+        (want_g,) = torch.autograd.grad(want, logp)
+        for extra in [dict(), dict(entropy=torch.rand(6, 5))]:
+            got, stats = grpo_loss(logp, old, ref, adv, mask, beta=beta, loss_type=loss_type, **kw, **extra)
+            (got_g,) = torch.autograd.grad(got, logp)
+            assert torch.equal(got, want) and torch.equal(got_g, want_g)
+            assert stats.keys() == want_stats.keys()
+            assert all(torch.equal(stats[k], want_stats[k]) for k in stats), kw
+
+
+def test_gspo_mu1_gradient_is_length_normalised_reinforce():
+    """At mu = 1 s_i == 1 and the gradient is -1/N sum_i A_i * 1/|o_i| sum_t grad log pi(o_it)."""
+    torch.manual_seed(0)
+    W = torch.randn(8, 11, requires_grad=True)  # a tiny "policy": logits = x @ W
+    x = torch.randn(6, 5, 8)
+    tokens = torch.randint(0, 11, (6, 5))
+    _, _, ref, adv, mask = random_batch()
+    logp = per_token_logps(x @ W, tokens)
+    loss, stats = grpo_loss(logp, logp.detach(), ref, adv, mask, beta=0.0, importance_level="sequence")
+    (g_gspo,) = torch.autograd.grad(loss, W)
+    assert stats["ratio_mean"].item() == 1.0 and stats["clip_frac"].item() == 0.0
+    logp = per_token_logps(x @ W, tokens)
+    reinforce = sum(-adv[i] * sum(logp[i, t] for t in range(5) if mask[i, t]) / mask[i].sum() for i in range(6)) / 6
+    (g_ref,) = torch.autograd.grad(reinforce, W)
+    assert torch.allclose(g_gspo, g_ref, atol=1e-6)
+
+
+def test_cispo_mu1_gradient_is_token_normalised_reinforce():
+    """At mu = 1 the weight is 1 and the gradient is -sum_it A_i grad log pi(o_it) / sum_i |o_i|: the same
+    as GRPO's "dapo" there, not as "grpo" (ragged lengths), and not what an undetached weight would give."""
+    torch.manual_seed(0)
+    W = torch.randn(8, 11, requires_grad=True)
+    x = torch.randn(6, 5, 8)
+    tokens = torch.randint(0, 11, (6, 5))
+    _, _, ref, adv, mask = random_batch()
+    grads = {}
+    for lt in ["cispo", "dapo", "grpo"]:
+        logp = per_token_logps(x @ W, tokens)
+        loss, _ = grpo_loss(logp, logp.detach(), ref, adv, mask, beta=0.0, loss_type=lt)
+        (grads[lt],) = torch.autograd.grad(loss, W)
+    logp = per_token_logps(x @ W, tokens)
+    reinforce = sum(-adv[i] * logp[i, t] for i in range(6) for t in range(5) if mask[i, t]) / mask.sum()
+    (g_ref,) = torch.autograd.grad(reinforce, W)
+    assert torch.allclose(grads["cispo"], g_ref, atol=1e-6) and torch.allclose(grads["dapo"], g_ref, atol=1e-6)
+    assert not torch.allclose(grads["grpo"], g_ref, atol=1e-4)
+
+
+def test_cispo_keeps_the_gradient_ppo_clips():
+    """Tokens whose ratio left PPO's range get no gradient from the clipped surrogate; under CISPO each keeps
+    -min(r, eps_max) * A / n, hand-computed (d/dlogp of -w * A * logp with w a constant)."""
+    ratios, A = [1.5, 0.5, 10.0, 1.0], torch.tensor([1.0, -1.0, 2.0, -0.5])
+    logp = torch.tensor([[exact_log(r)] for r in ratios], requires_grad=True)
+    zeros, ones = torch.zeros(4, 1), torch.ones(4, 1)
+    ppo, _ = grpo_loss(logp, zeros, None, A, ones, beta=0.0)
+    (g_ppo,) = torch.autograd.grad(ppo, logp)
+    assert g_ppo[0, 0] == 0 and g_ppo[1, 0] == 0 and g_ppo[2, 0] == 0  # all three clipped
+    cispo, stats = grpo_loss(logp, zeros, None, A, ones, beta=0.0, loss_type="cispo", cispo_eps_max=5.0)
+    (g,) = torch.autograd.grad(cispo, logp)
+    expected = [-min(r, 5.0) * a / 4 for r, a in zip(ratios, A.tolist(), strict=True)]
+    assert torch.allclose(g.flatten(), torch.tensor(expected), atol=1e-6)
+    assert stats["clip_frac"].item() == 0.25 and stats["clip_frac_low"].item() == 0.0  # ratio 10 > 5: capped
+
+
+def test_gspo_clips_whole_completions_with_its_small_eps():
+    """One ratio per completion: a completion whose mean log-ratio leaves [log(1 - 3e-4), log(1 + 4e-4)] in
+    the direction of its advantage loses the gradient of every token, even of a token whose own ratio is 1;
+    one inside keeps -A_i * s_i / |o_i| on each token (the "grpo" mean, N = 2)."""
+    assert clip_range("sequence") == (3e-4, 4e-4) and clip_range("token") == (0.2, 0.2)
+    assert clip_range("sequence", 0.01) == (0.01, 0.01) and clip_range("token", None, 0.28) == (0.2, 0.28)
+    old = torch.zeros(2, 3)
+    logp = torch.tensor([[3e-3, 0.0, 0.0], [1e-4, -2e-4, 2e-4]], requires_grad=True)  # means 1e-3 and 3.3e-5
+    A = torch.tensor([1.0, 1.0])
+    loss, stats = grpo_loss(logp, old, None, A, torch.ones(2, 3), beta=0.0, importance_level="sequence")
+    (g,) = torch.autograd.grad(loss, logp)
+    assert torch.equal(g[0], torch.zeros(3))  # s_0 = exp(1e-3) > 1 + 4e-4: clipped as a whole
+    s1 = math.exp(1e-4 / 3)
+    assert torch.allclose(g[1], torch.full((3,), -s1 / 3 / 2), atol=1e-7)
+    assert stats["clip_frac_high"].item() == pytest.approx(0.5)  # 3 of the 6 tokens
+    with pytest.raises(ValueError, match="importance_level"):
+        grpo_loss(logp, old, None, A, torch.ones(2, 3), beta=0.0, importance_level="seq")
+
+
+def test_delta_caps_the_loss_of_negative_advantages():
+    """A token whose probability exploded (ratio e^10) with A = -1: the clipped surrogate's loss is the ratio
+    itself, with delta it is delta and the token has no gradient; for A > 0 delta changes nothing."""
+    logp = torch.tensor([[10.0], [math.log(1.3)], [-10.0]], requires_grad=True)
+    old, ones = torch.zeros(3, 1), torch.ones(3, 1)
+    neg = torch.tensor([-1.0, -1.0, -1.0])
+    plain, _ = grpo_loss(logp[:1], old[:1], None, neg[:1], ones[:1], beta=0.0)
+    assert plain.item() == pytest.approx(math.exp(10.0), rel=1e-5)
+    capped, _ = grpo_loss(logp, old, None, neg, ones, beta=0.0, delta=2.0)
+    (g,) = torch.autograd.grad(capped, logp)
+    # per token: min(r, 2) for r = e^10; r = 1.3 is below delta: unchanged; r = e^-10: clipped at 0.8
+    assert capped.item() == pytest.approx((2.0 + 1.3 + 0.8) / 3, rel=1e-6)
+    assert g[0, 0] == 0 and g[1, 0] == pytest.approx(1.3 / 3, rel=1e-5) and g[2, 0] == 0
+    logp2, old2, _, _, mask = random_batch(spread=2.0)
+    pos = torch.rand(6) + 0.1
+    a = grpo_loss(logp2, old2, None, pos, mask, beta=0.0)[0]
+    b = grpo_loss(logp2, old2, None, pos, mask, beta=0.0, delta=1.21)[0]
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="delta must exceed"):
+        grpo_loss(logp, old, None, neg, ones, beta=0.0, delta=1.2)  # not above 1 + eps_high
+    with pytest.raises(ValueError, match="cispo"):
+        grpo_loss(logp, old, None, neg, ones, beta=0.0, delta=2.0, loss_type="cispo")
+
+
+def test_truncated_reads_the_end_token_not_the_mask():
+    eos = 9
+    tokens = torch.tensor([[5, 6, 7, 8], [5, 6, 7, eos], [eos, eos, eos, eos], [5, eos, eos, eos]])
+    assert truncated(tokens, eos).tolist() == [True, False, False, False]
+    # the first two rows both have an all-ones mask; only the first never ended
+    assert completion_mask(tokens, eos)[:2].eq(1).all()
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo", "cispo"])
+def test_masking_truncated_completions_removes_them(loss_type):
+    """The driver's --mask-truncated: mask * ~truncated. The dropped rows get no gradient (policy term and KL
+    alike) and the loss is the kept rows' own, with N still counting every row under grpo and dr_grpo."""
+    eos = 9
+    logp, old, ref, adv, _ = random_batch(spread=1.0)
+    tokens = torch.tensor([[1, 2, eos, 0, 0], [1, 2, 3, 4, 5], [eos, 0, 0, 0, 0], [3, 3, 3, 3, eos],
+                           [4, 4, 4, 4, 4], [1, eos, 0, 0, 0]])  # fmt: skip
+    mask = completion_mask(tokens, eos)
+    cut = truncated(tokens, eos)
+    assert cut.tolist() == [False, True, False, False, True, False]
+    logp.requires_grad_(True)
+    loss, _ = grpo_loss(logp, old, ref, adv, mask * ~cut[:, None], loss_type=loss_type)
+    (g,) = torch.autograd.grad(loss, logp)
+    assert torch.all(g[cut] == 0) and torch.all(g[~cut][mask[~cut] == 1] != 0)
+    keep = ~cut
+    kept, _ = grpo_loss(logp[keep], old[keep], ref[keep], adv[keep], mask[keep], loss_type=loss_type,
+                        max_completion_len=5)  # fmt: skip
+    scale = {"grpo": 4 / 6, "dr_grpo": 4 / 6}.get(loss_type, 1.0)  # 4 of 6 rows kept
+    assert loss.item() == pytest.approx(kept.item() * scale, rel=1e-6)
+
+
+def test_top_entropy_keeps_the_policy_gradient_on_high_entropy_tokens_only():
+    """rho = 0.25 of 20 real tokens with distinct entropies: the policy gradient lives on the 5 largest
+    (tau interpolates between the 15th and 16th), the KL gradient on all 20."""
+    logp, old, ref, adv, mask = random_batch(spread=0.1)
+    H = torch.rand(6, 5, generator=torch.Generator().manual_seed(5))
+    real = mask == 1
+    top = H >= H[real].sort().values[-5]  # the 5 highest real entropies
+    top &= real
+    assert real.sum() == 20 and top.sum() == 5
+    logp.requires_grad_(True)
+    for beta, on in [(0.0, top), (0.04, real)]:
+        loss, _ = grpo_loss(logp, old, ref, adv, mask, beta=beta, entropy=H, top_entropy_quantile=0.25)
+        (g,) = torch.autograd.grad(loss, logp)
+        assert torch.equal(g != 0, on), beta
+    flat = torch.full((6, 5), 0.7)  # ties (e.g. deterministic positions): H >= tau keeps them all
+    same = grpo_loss(logp, old, ref, adv, mask, entropy=flat, top_entropy_quantile=0.25)[0]
+    assert same.item() == grpo_loss(logp, old, ref, adv, mask)[0].item()
+    H[~real] = 100.0  # padding never counts, however high its entropy
+    loss2, _ = grpo_loss(logp, old, ref, adv, mask, beta=0.04, entropy=H, top_entropy_quantile=0.25)
+    assert loss2.item() == loss.item()
+    with pytest.raises(ValueError, match="entropy"):
+        grpo_loss(logp, old, ref, adv, mask, top_entropy_quantile=0.25)
+    with pytest.raises(ValueError, match="top_entropy_quantile"):
+        grpo_loss(logp, old, ref, adv, mask, entropy=H, top_entropy_quantile=0.0)
+
+
+def test_entropy_bonus_is_minus_coef_times_the_masked_entropy():
+    """loss(c) = loss(0) - c * H and grad loss(c) = grad loss(0) - c * grad H, with H the true masked entropy
+    of entropy_from_logits, differentiated through the full logits."""
+    torch.manual_seed(0)
+    logits = (torch.randn(6, 5, 7) * 2).requires_grad_(True)
+    tokens = torch.randint(0, 7, (6, 5))
+    _, old, ref, adv, mask = random_batch()
+    c = 0.3
+
+    def loss_at(coef):
+        logp = per_token_logps(logits, tokens)
+        loss, _ = grpo_loss(logp, old, ref, adv, mask, entropy=token_entropy(logits), entropy_coef=coef)
+        return loss, torch.autograd.grad(loss, logits)[0]
+
+    (l0, g0), (lc, gc) = loss_at(0.0), loss_at(c)
+    H = entropy_from_logits(logits, mask)
+    (gH,) = torch.autograd.grad(H, logits)
+    assert lc.item() == pytest.approx(l0.item() - c * H.item(), rel=1e-6)
+    assert torch.allclose(gc - g0, -c * gH, atol=1e-6)
+    assert (gH[mask == 0] == 0).all() and (gH[mask == 1] != 0).any()  # padding has no entropy to reward
+
+
+# -----------------------------------------------------------------------------
+# train_grpo.py with each new flag: 2 steps on the tiny SFT policy (conftest.sft_dir)
+
+SMALL = ["--steps", 2, "--batch-size", 4, "--group-size", 4, "--eval-every", 2, "--no-progress", *TINY]
+
+
+def csv_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))[1:]  # after the step-0 row
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--importance-level", "sequence", "--num-iterations", 2, "--delta", 1.5, "--lr", 1e-2],
+        ["--loss-type", "cispo", "--top-entropy-quantile", 0.2, "--entropy-coef", 0.01, "--num-iterations", 2],
+    ],
+    ids=["gspo_delta", "cispo_top_entropy_bonus"],
+)
+def test_driver_runs_the_new_objectives(sft_dir, flags):
+    log = sft_dir / "g.csv"
+    p = run("train_grpo.py", "--out-dir", sft_dir, "--log", log, *SMALL, *flags)
+    assert p.returncode == 0, p.stderr
+    r = csv_rows(log)
+    assert len(r) == 2 and all(math.isfinite(float(x["loss"])) and float(x["grad_norm"]) > 0 for x in r)
+    if "sequence" in flags:  # mu = 2 at lr 1e-2 moves whole completions past GSPO's 4e-4
+        assert any(float(x["clip_frac"]) > 0 for x in r)
+
+
+def test_driver_mask_truncated(sft_dir):
+    """One-token completions earn nothing (advantages 0), so at --beta 0 the loss is the entropy bonus alone:
+    -c * the entropy of every real token without --mask-truncated (the entropy column), of the completions
+    that ended only (a one-token completion that is the end token) with it. Bad combinations are refused."""
+    c, logs = 0.1, {}
+    for flag in ([], ["--mask-truncated"]):
+        logs[bool(flag)] = log = sft_dir / f"m{len(flag)}.csv"
+        extra = ["--max-new-tokens", 1, "--beta", 0, "--entropy-coef", c, *flag]
+        p = run("train_grpo.py", "--out-dir", sft_dir, "--log", log, *SMALL, *extra)
+        assert p.returncode == 0, p.stderr
+    for x in csv_rows(logs[False]):
+        assert float(x["loss"]) == pytest.approx(-c * float(x["entropy"]), rel=1e-4)
+    assert any(float(x["loss"]) != pytest.approx(-c * float(x["entropy"]), rel=1e-3) for x in csv_rows(logs[True]))
+    p = run("train_grpo.py", "--task", "shakespeare", "--mask-truncated", "--out-dir", sft_dir, *SMALL)
+    assert p.returncode == 2 and "no end token" in p.stderr and "Traceback" not in p.stderr
+    p = run("train_grpo.py", "--delta", 1.1, "--out-dir", sft_dir, *SMALL)  # not above 1 + 0.2
+    assert p.returncode == 2 and "--delta must exceed" in p.stderr

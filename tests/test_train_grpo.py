@@ -146,8 +146,9 @@ def test_ddp_gradients_match_single_process(sft_dir, tmp_path, loss_type, scale,
         for k, g in a["grads"].items():
             assert g.abs().max() > 0, f"{k} has no gradient"
             torch.testing.assert_close(b["grads"][k], g, rtol=1e-4, atol=1e-5 * g.abs().max().item(), msg=k)
-    r1, r2 = rows(sft_dir / "g.csv"), rows(ddp_dir / "g.csv")
-    assert [x["step"] for x in r2] == ["1", "2"]  # only rank 0 logs
+    r1, r2 = rows(sft_dir / "g.csv")[1:], rows(ddp_dir / "g.csv")  # after step 0, the SFT policy's row
+    assert [x["step"] for x in r2] == ["0", "1", "2"]  # only rank 0 logs
+    r2 = r2[1:]
     for x, y in zip(r1, r2, strict=True):  # every column is the global batch's, not a mean of per-rank figures
         for col in ("mean_r", "std_r", "frac_zero_std", "kl", "entropy", "clip_frac", "len_mean", "r_exact"):
             assert float(x[col]) == pytest.approx(float(y[col]), rel=1e-4, abs=1e-6), col
