@@ -14,7 +14,8 @@ column describes the global batch (all DDP ranks), not a mean of per-rank figure
                 step, so with mu = 1 the rollout policy; PPO: the rollout policy)
   entropy       masked mean true entropy (nats) of the policy's full next-token distribution, tokens
                 trained on, before the step's first update
-  clip_frac     fraction of real tokens trained on where the PPO clip was active (low or high);
+  clip_frac     fraction of real tokens trained on where the PPO clip was active (low or high; with
+                --loss-type cispo: where the importance weight was capped, those tokens keep a gradient);
                 GRPO: in the step's last update, PPO: mean over its minibatch updates
   loss          the loss that was minimised (mean over the mu updates; under DDP the mean of the
                 ranks' losses, the global loss for every loss type but bnpo, see grpo.py)
