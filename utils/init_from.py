@@ -193,7 +193,13 @@ def _from_file(path, meta, tokenizer):
 
 
 def _from_hf(spec, tokenizer):
+    import logging
+
     import transformers
+
+    # their retry warnings would print before our one-line error; the error says what failed
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    transformers.logging.set_verbosity_error()
 
     try:
         c = transformers.AutoConfig.from_pretrained(spec)
