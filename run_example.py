@@ -2,7 +2,7 @@
 The main job: the whole nanoGRPO pipeline in one command, each step a real run of a script you can
 also run by hand (every command is printed before it runs).
 
-    python run_example.py                      # about 6 minutes on 2 CPU cores (shortened runs) -> logs/
+    python run_example.py                      # about 8 minutes on 2 CPU cores (shortened runs) -> logs/
     python run_example.py --tiny               # a smoke run of every step in well under a minute (tests)
     python run_example.py --full --seeds 3 --logs results   # regenerate the committed results (about 47 minutes)
 
