@@ -74,7 +74,7 @@ from utils.common import add_run_args, at_least, fail, is_finite, lr_at, memory_
 from utils.init_from import InitError
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
 from utils.sft import add_init_args, add_model_args, check_model_config, load_policy
-from utils.tasks import TaskError, add_task_args, complete, load_task, total_reward
+from utils.tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward
 
 # -----------------------------------------------------------------------------
 # config
@@ -173,13 +173,9 @@ except (CheckpointError, InitError, TaskError) as e:
 ref = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref: the starting policy, frozen
 block_size = policy.config.block_size
 try:  # every held-out prompt must be writable in the model's vocabulary and fit with its completion
-    longest = max(len(tok.encode(p)) for p in task.heldout)
-except (KeyError, ValueError) as e:  # a character the vocabulary lacks
-    fail(f"--task {args.task}: a held-out prompt does not fit the model's vocabulary ({str(e)[:80]})")
-if longest + T > block_size:
-    fail(
-        f"--max-new-tokens {T} + the longest held-out prompt ({longest} tokens) exceeds the model's block_size {block_size}"
-    )
+    encode_prompts(tok, task.heldout, T, block_size)
+except TaskError as e:
+    fail(f"--task {args.task}: held-out: {e}")
 
 value_model = ValueModel(copy.deepcopy(policy)).to(device)  # body from the starting policy
 
@@ -241,12 +237,10 @@ def rollout(prompts, u):
         with ctx:
             texts, seq, pmask, mask = complete(
                 policy, tok, [p for p in prompts for _ in range(G)], T, uses_eos=task.uses_eos,
-                temperature=args.temperature, uniforms=u, device=device,
+                temperature=args.temperature, uniforms=u, device=device, block_size=block_size,
             )  # fmt: skip
-    except (KeyError, ValueError) as e:
-        fail(f"--task {args.task}: a training prompt does not fit the model's vocabulary ({str(e)[:80]})")
-    if seq.size(1) > block_size:
-        fail(f"a prompt of {seq.size(1) - T} tokens + --max-new-tokens {T} exceeds the model's block_size {block_size}")
+    except TaskError as e:
+        fail(f"--task {args.task}: {e}")
     return seq, texts, pmask, mask
 
 

@@ -631,14 +631,35 @@ def check_scratch(task, source):
 # rollouts, evaluation, SFT batches and the reward
 
 
-def complete(model, tok, prompts, max_new_tokens, *, uses_eos, temperature=0.0, uniforms=None, device="cpu"):
+def encode_prompts(tok, prompts, max_new_tokens=0, block_size=None):
+    """Token ids of each prompt. Raises TaskError (one line) for a prompt the tokenizer cannot write, or,
+    given block_size, one whose tokens + max_new_tokens do not fit in it (training needs them to)."""
+    rows = []
+    for p in prompts:
+        try:
+            rows.append(tok.encode(p))
+        except (KeyError, ValueError) as e:  # a character the vocabulary lacks
+            raise TaskError(f"the prompt {p!r:.40} does not fit the model's vocabulary ({str(e)[:80]})") from None
+    longest = max(len(r) for r in rows)
+    if block_size is not None and longest + max_new_tokens > block_size:
+        raise TaskError(
+            f"a prompt of {longest} tokens + --max-new-tokens {max_new_tokens} exceeds the model's block_size {block_size}"
+        )
+    return rows
+
+
+def complete(
+    model, tok, prompts, max_new_tokens, *, uses_eos, temperature=0.0, uniforms=None, device="cpu", block_size=None
+):
     """Complete prompts of any lengths: left-padded, model.generate, decoded as reward functions see them.
 
-    temperature 0 is greedy; uniforms (B, max_new_tokens) drive sampling (default torch.rand).
+    temperature 0 is greedy; uniforms (B, max_new_tokens) drive sampling (default torch.rand); block_size:
+    refuse (TaskError) prompts whose tokens + max_new_tokens exceed it (see encode_prompts).
     Returns (texts [B], seq (B, P + T) long prompt then completion, prompt_mask (B, P) long 1 = real
     prompt token, mask (B, T) float 1 = completion token: up to and including the end token, or all).
     """
-    idx, prompt_mask = left_pad([tok.encode(p) for p in prompts], tok.pad_id)  # (B, P)
+    rows = encode_prompts(tok, prompts, max_new_tokens, block_size)
+    idx, prompt_mask = left_pad(rows, tok.pad_id)  # (B, P)
     idx, prompt_mask = idx.to(device), prompt_mask.to(device)
     eos_id = tok.eos_id if uses_eos else None
     # an all-ones mask (every prompt the same length) takes generate's unpadded path: the same numbers
