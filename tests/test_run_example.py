@@ -1,11 +1,15 @@
 """run_example.py --tiny: every step of the pipeline runs (arithmetic GRPO and PPO, the comparison plots,
-pairs -> reward model -> GRPO against it, the overoptimisation figures) and results.md is written from
-the runs' own logs and summaries."""
+pairs -> reward model -> GRPO against it, the overoptimisation figures, the chain task) and results.md is
+written from the runs' own logs and summaries; the parts run at once, each step's output in a file, and a
+failing step stops the job with one line; the committed chain SFT policy fits the chain task."""
 
+import argparse
+import os
 import random
 
 import pytest
-from conftest import run
+import torch
+from conftest import ROOT, run
 
 WORDS = ["good", "evil", "the", "and", "of", "to"]  # two lexicon words: a tiny SFT policy writes them
 
@@ -37,6 +41,56 @@ def test_run_example_tiny(tmp_path):
     assert f"Your results: {logs / 'results.md'}" in p.stdout
     assert "arithmetic GRPO: held-out accuracy" in p.stdout and "committed" in p.stdout
     assert "shakespeare GRPO beta=0.04: gold score" in p.stdout
+    assert "The full runs: python run_example.py --full" in p.stdout
+    # the parts ran at once, each step's output in its own file, its start and end announced
+    assert "Running 3 parts at once" in p.stdout
+    for step in ("arithmetic_grpo", "arithmetic_ppo", "shakespeare_grpo_beta0.04", "chain_seed1"):
+        assert "held-out" in (logs / "output" / f"{step}.txt").read_text()  # the script's own last lines
+    for step in ("arithmetic_grpo", "arithmetic_ppo", "shakespeare_pairs", "shakespeare_rm", "chain_seed1"):
+        assert f"[{step}] done in" in p.stdout
+
+
+def test_run_example_one_part_at_a_time(tmp_path):
+    """--jobs 1: the scripts' output on the terminal, as --full runs them."""
+    logs = tmp_path / "logs"
+    p = run(
+        "run_example.py", "--tiny", "--jobs", 1, "--skip-rlhf", "--skip-chain", "--out-dir", tmp_path / "out",
+        "--logs", logs, timeout=600,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "held-out arithmetic" in p.stdout and not (logs / "output").exists()
+    assert "| GRPO |" in (logs / "results.md").read_text()
+
+
+def test_a_failing_part_stops_the_job(tmp_path):
+    """A step that fails in one part (here: no shakespeare text) stops every part: one line naming the step,
+    its exit code, never a results.md made of what happened to finish."""
+    logs = tmp_path / "logs"
+    p = run(
+        "run_example.py", "--tiny", "--out-dir", tmp_path / "out", "--logs", logs, "--data", tmp_path / "missing.txt",
+        timeout=600,
+    )  # fmt: skip
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "run_example.py: error: step shakespeare_pairs failed with exit code 2" in p.stderr
+    assert "Traceback" not in p.stderr and not (logs / "results.md").exists()
+
+
+def test_the_committed_chain_policy_fits_the_chain_task():
+    """data/chain_sft_policy.pth is what `train_grpo.py --task chain` would train: the chain task's characters,
+    the default model shape, the --full recipe's 1500 SFT steps. A change to the task's vocabulary or to
+    the model's defaults makes it stale, and this fails."""
+    from model import CharTokenizer
+    from utils.sft import add_model_args, check_model_config, model_config
+    from utils.tasks import ChainTask
+
+    path = os.path.join(ROOT, "data", "chain_sft_policy.pth")
+    ck = torch.load(path, weights_only=True)
+    task, tok = ChainTask(), CharTokenizer(ChainTask.chars)
+    assert ck["task"] == task.name and ck["chars"] == tok.chars
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    check_model_config(ck["model_config"], model_config(task, tok, parser.parse_args([])), path)  # raises if not
+    assert ck["info"]["sft_steps"] == 1500
 
 
 @pytest.mark.parametrize(
