@@ -495,8 +495,9 @@ def test_complete_pads_prompts_of_different_lengths_exactly():
 
 
 def test_default_evaluate_on_prompts_of_different_lengths(tmp_path):
-    path = jsonl(tmp_path / "rev.jsonl", [{"prompt": w + ">", "answer": w[::-1]} for w in ["ab", "bca", "c", "abc"]])
-    t = load_task(f"jsonl:{path},{path}")  # held out = the same four rows
+    rows = [{"prompt": w + ">", "answer": w[::-1]} for w in ["ab", "bca", "c", "abc"]]
+    path = jsonl(tmp_path / "rev.jsonl", rows + [{"prompt": "cab>", "answer": "bac"}])
+    t = load_task(f"jsonl:{path},{jsonl(tmp_path / 'dev.jsonl', rows)}")  # held out: the four rows
     tok = CharTokenizer(t.chars)
     model = tiny_gpt(tok, t.block_size, seed=2)
     torch.manual_seed(0)  # generate draws (unused) random numbers for greedy decoding too
