@@ -98,15 +98,17 @@ class Runner:
                         raise StepFailed(f"{name}: not started, another step failed")
                     p = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=self.env, stdout=f, stderr=f)
                     self.live.add(p)
-                rc = p.wait()
+                _, status, usage = os.wait4(p.pid, 0)  # p.wait(), plus the CPU time the step used
+                p.returncode = rc = os.waitstatus_to_exitcode(status)
                 with self.lock:
                     self.live.discard(p)
         wall = time.time() - t0
         if rc != 0:
             tail = "" if out is None else "".join(open(out).readlines()[-15:])
             raise StepFailed(f"step {name} failed with exit code {rc}: {line}\n{tail}".rstrip(), rc)
-        if self.jobs > 1:
-            print(f"    [{name}] done in {wall:.0f} s", flush=True)
+        if self.jobs > 1:  # CPU below wall: the step waited for a core (other steps, other programs)
+            cpu = usage.ru_utime + usage.ru_stime
+            print(f"    [{name}] done in {wall:.0f} s ({cpu:.0f} s of CPU)", flush=True)
         return wall
 
     def run_parts(self, parts):
@@ -333,7 +335,8 @@ def main():
                 shutil.copy(CHAIN_POLICY, os.path.join(out, "policy.pth"))
                 print(f"    chain: {out}/policy.pth is a copy of the committed {os.path.relpath(CHAIN_POLICY, ROOT)}")
             cmd = ["train_grpo.py", "--task", "chain", "--seed", seed, "--steps", chain_steps, "--out-dir", out]
-            cmd += ["--sft-steps", chain_sft, "--log", log, "--eval-every", 2 if args.tiny else 10, "--no-progress"]
+            cmd += [] if committed_sft else ["--sft-steps", chain_sft]
+            cmd += ["--log", log, "--eval-every", 2 if args.tiny else 10, "--no-progress"]
             wall = sh(f"chain_seed{seed}", *cmd, *tiny)
             chain.append({"log": log, "wall": wall, "summary": read_summary(out, "grpo")})
 
