@@ -2,7 +2,7 @@
 The main job: the whole nanoGRPO pipeline in one command, each step a real run of a script you can
 also run by hand (every command is printed before it runs).
 
-    python run_example.py                      # under 5 minutes on 2 CPU cores (shortened runs) -> logs/
+    python run_example.py                      # shortened runs, three parts at once -> logs/ (times: docs/results.md)
     python run_example.py --tiny               # a smoke run of every step in well under a minute (tests)
     python run_example.py --full --seeds 3 --logs results   # regenerate the committed results (about 47 minutes)
 
@@ -26,7 +26,7 @@ Steps:
      share of worked solutions per step, rising together
   6. <logs>/results.md: a table per method (reward, accuracy, KL, wall time, samples, memory)
 
-The default run is the same pipeline made shorter, to show every effect in under 5 minutes on 2 cores:
+The default run is the same pipeline made shorter, to show every effect in about 5 minutes on 2 idle cores:
 - the three independent parts (arithmetic 1-2, shakespeare 4, chain 5) run at once (--jobs 3), each
   script with OMP_NUM_THREADS=1 (unless you set it) and its output in <logs>/output/<step>.txt, so the
   parts share the cores instead of waiting for each other;
