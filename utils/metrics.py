@@ -120,12 +120,11 @@ def write_samples(path, step, prompts, completions, rewards, k=4):
 
 
 def read_csv(path):
-    """Rows of a metrics CSV as a dict of column -> list of floats (None where empty)."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        cols = {c: [] for c in (reader.fieldnames or [])}
-        for row in reader:
-            for c in cols:
-                v = row.get(c, "")
-                cols[c].append(float(v) if v not in ("", None) else None)
-    return cols
+    """Rows of a metrics CSV as a dict of column -> list of floats (None where empty, nan where it says nan)."""
+    import pandas as pd  # here, not at the top: the drivers import this module and never read a CSV
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)  # every cell as written: "" stays ""
+    except pd.errors.EmptyDataError:  # not even a header
+        return {}
+    return {c: [float(v) if v != "" else None for v in df[c]] for c in df.columns}
