@@ -44,6 +44,9 @@ rank's), held-out from its evaluate. The chain task's (utils/tasks.py ChainTask)
                 --dynamic-sampling B x (1 - frac_zero_std), with it the groups kept, 0 when no draw had one
   skipped       1 if the step was skipped because a loss or gradient was NaN or inf: none of its
                 updates was applied (loss and grad_norm are then empty)
+Beside the CSV, <log stem>_rollouts.jsonl holds a few whole groups of step 1 and of every --eval-every step
+token by token (log-probs, k3 KL, entropy, masks, rewards, advantages): utils/rollouts.py defines it,
+view.py draws it.
 """
 
 import csv
