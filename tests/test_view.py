@@ -148,7 +148,9 @@ def test_ppo_rollouts(runs):
             assert None not in c["advantage"][:n] + c["adv_gae"][:n] + c["value"][:n]
         # whitened over the whole batch (all 16 completions are in the file): mean 0, std 1
         a = torch.tensor([v for c in cs for v in c["advantage"] if v is not None])
-        assert a.mean().item() == pytest.approx(0, abs=1e-4) and a.std(unbiased=False).item() == pytest.approx(1, abs=1e-3)
+        assert a.mean().item() == pytest.approx(0, abs=1e-4) and a.std(unbiased=False).item() == pytest.approx(
+            1, abs=1e-3
+        )
         # the last real token's GAE advantage at gamma 1: score - V(s_last) - kl_coef * k1(last) (ppo.py)
         c = cs[0]
         n = sum(c["mask"])
@@ -261,7 +263,6 @@ def test_bad_input_one_line(runs, tmp_path):
 
 def test_wandb_missing_is_one_line(tmp_path):
     """--wandb without the package: one line naming it and exit 2, before any training."""
-    pytest.importorskip("torch")
     try:
         import wandb  # noqa: F401
 
@@ -288,3 +289,55 @@ def test_read_csv_and_plot_smoothing(tmp_path):
     assert read_csv(tmp_path / "empty.csv") == {}
     assert smooth(pd.Series([1.0, 2.0, 3.0, 6.0]), 2).tolist() == [1.0, 1.5, 2.5, 4.5]
     assert smooth(pd.Series([1.0, 2.0, 3.0, 6.0]), 3).tolist() == [1.0, 1.5, 2.0, 11 / 3]
+
+
+FAKE_WANDB = '''"""A stand-in for the wandb package (tests): records what the driver sends."""
+import json, os
+
+
+def _w(kind, obj):
+    with open(os.environ["FAKE_WANDB_OUT"], "a") as f:
+        f.write(json.dumps([kind, obj]) + "\\n")
+
+
+class Table:
+    def __init__(self, columns):
+        self.columns, self.rows = columns, []
+
+    def add_data(self, *row):
+        assert len(row) == len(self.columns)
+        self.rows.append(row)
+
+
+def init(project=None, name=None, config=None, resume=None):
+    _w("init", {"project": project, "name": name, "steps": config["steps"]})
+
+
+def log(d, step=None):
+    tables = {k: len(v.rows) for k, v in d.items() if isinstance(v, Table)}
+    _w("log", {"step": step, "keys": sorted(k for k in d if k not in tables), "tables": tables})
+
+
+def finish():
+    _w("finish", None)
+'''
+
+
+def test_wandb_sends_rows_and_tables(sft_dir, tmp_path):
+    """--wandb with a stand-in wandb module: one init with the flags, every CSV row, a 16-row rollouts table at
+    each logged step, and finish: fails on a wrong call signature or a table row of the wrong width."""
+    (tmp_path / "wandb.py").write_text(FAKE_WANDB)
+    out = tmp_path / "wandb.jsonl"
+    env = {"PYTHONPATH": str(tmp_path), "FAKE_WANDB_OUT": str(out)}
+    for script, log in (("train_grpo.py", "g.csv"), ("train_ppo.py", "p.csv")):
+        out.unlink(missing_ok=True)
+        args = ["--steps", 3, "--out-dir", sft_dir, "--log", sft_dir / log, "--wandb", "--wandb-run-name", "t", *SMALL]
+        p = run(script, *args, env=env)
+        assert p.returncode == 0, p.stderr
+        calls = lines(out)
+        assert calls[0] == ["init", {"project": "nanogrpo", "name": "t", "steps": 3}] and calls[-1][0] == "finish"
+        logs = [c[1] for c in calls if c[0] == "log"]
+        assert [x["step"] for x in logs if not x["tables"]] == [0, 1, 2, 3]
+        assert [(x["step"], x["tables"]) for x in logs if x["tables"]] == [(s, {"rollouts": 16}) for s in (1, 2, 3)]
+        header = open(sft_dir / log).readline().strip().split(",")
+        assert set(logs[-1]["keys"]) <= set(header) and "mean_r" in logs[-1]["keys"]
