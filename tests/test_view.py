@@ -341,3 +341,20 @@ def test_wandb_sends_rows_and_tables(sft_dir, tmp_path):
         assert [(x["step"], x["tables"]) for x in logs if x["tables"]] == [(s, {"rollouts": 16}) for s in (1, 2, 3)]
         header = open(sft_dir / log).readline().strip().split(",")
         assert set(logs[-1]["keys"]) <= set(header) and "mean_r" in logs[-1]["keys"]
+
+
+def test_environment_and_padding_tokens_drawn_apart(runs, tmp_path):
+    """Tokens the environment wrote (env_mask 1) get the env style and no policy colour; the tokens after the
+    end token are one struck span per completion that has them, with no numbers."""
+    rec = lines(runs["a"] / "g_rollouts.jsonl")[0]
+    c0 = rec["groups"][0]["completions"][0]
+    c0["env_mask"] = [1, 1] + [0] * (len(c0["mask"]) - 2)
+    shutil.copy(runs["a"] / "g.csv", tmp_path / "e.csv")
+    (tmp_path / "e_rollouts.jsonl").write_text(json.dumps(rec) + "\n")
+    p = run("view.py", tmp_path / "e.csv", "-o", tmp_path / "e.html")
+    assert p.returncode == 0, p.stderr
+    page = parse(tmp_path / "e.html")
+    spans = [a for tag, a in page.attrs if tag == "span" and "title" in a]
+    assert sum(a["class"] == "env" for a in spans) == 2
+    padded = sum(0 in c["mask"] for c in completions(rec))
+    assert padded > 0 and sum(a["class"] == "pad" for a in spans) == padded
