@@ -197,13 +197,14 @@ def bins(c, scale):
 
 
 def tip(c, t):
-    """The hover text of token t: every number the file has for it."""
-    vals = [("id", c["ids"][t])]
-    for k, name in (("logp", "logp"), ("entropy", "H"), ("ref_logp", "ref_logp"), ("kl", "k3"),
+    """The hover text of token t: every per-token number the file has for it."""
+    vals = []
+    for k, name in (("logp", "logp"), ("entropy", "H"), ("ref_logp", "ref"), ("kl", "k3"),
                     ("advantage", "A"), ("adv_gae", "A_gae"), ("value", "V")):  # fmt: skip
         v = c.get(k)
-        if isinstance(v, list):
-            v = v[t]
+        if not isinstance(v, list):  # GRPO's advantage is the completion's, in its header
+            continue
+        v = v[t]
         if v is not None:
             vals.append((name, f"{v:.4g}"))
             if k == "logp":
