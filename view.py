@@ -86,19 +86,23 @@ def read_rollouts(path):
 
 
 def find_summary(csv_path, rollouts):
-    """The run's summary JSON (train_grpo.py / train_ppo.py write <out-dir>/<method>_summary.json)."""
+    """The run's summary JSON (train_grpo.py / train_ppo.py write <out-dir>/<method>_summary.json): beside
+    the log, else in the --out-dir of the run's last invocation when it is a run of as many steps (another
+    run may have written there since)."""
     stem, d = os.path.splitext(csv_path)[0], os.path.dirname(csv_path)
-    rec = next(iter(rollouts.values()), {}) if rollouts else {}
-    kind, out_dir = rec.get("kind", "grpo"), rec.get("config", {}).get("out_dir")
-    for p in [stem + "_summary.json", os.path.join(d, f"{kind}_summary.json")] + (
-        [os.path.join(out_dir, f"{kind}_summary.json")] if out_dir else []
-    ):
+    rec = rollouts[max(rollouts)] if rollouts else {}
+    kind, cfg = rec.get("kind", "grpo"), rec.get("config", {})
+    tries = [stem + "_summary.json", os.path.join(d, f"{kind}_summary.json")]
+    tries += [os.path.join(cfg["out_dir"], f"{kind}_summary.json")] if cfg.get("out_dir") else []
+    for i, p in enumerate(tries):
         if os.path.exists(p):
             try:
                 with open(p) as f:
-                    return p, json.load(f)
+                    summary = json.load(f)
             except ValueError:
                 raise ViewError(f"{p} is not JSON") from None
+            if i < 2 or summary.get("steps") == cfg.get("steps"):
+                return p, summary
     return None, None
 
 
@@ -352,7 +356,7 @@ def config_html(run):
     if commands:
         bits.append("<pre>" + html.escape("\n".join(commands)) + "</pre>")
     if recs and "config" in recs[-1]:
-        cfg = json.dumps(recs[-1]["config"], indent=None, sort_keys=True)
+        cfg = "\n".join(f"{k}: {json.dumps(v)}" for k, v in sorted(recs[-1]["config"].items()))
         bits.append(f"<details><summary>flags</summary><pre>{html.escape(cfg)}</pre></details>")
     if run["summary"]:
         s = json.dumps(run["summary"], indent=1)

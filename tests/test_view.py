@@ -2,6 +2,7 @@
 them all and nothing external, --resume appends as the CSV does, bad input is one line; plot.py and
 metrics.read_csv through pandas."""
 
+import html
 import json
 import math
 import re
@@ -221,6 +222,8 @@ def test_page_holds_every_group(runs, tmp_path):
     assert [(h.split(" (")[0], "A " + h.split(" A ")[1].split()[0]) for h in page.heads] == want_heads
     assert len(page.titles) == sum(sum(c["mask"]) for r in recs for c in completions(r))
     assert all(f"step {r['step']}</summary>" in out.read_text() for r in recs)
+    assert "grpo_summary.json)</summary>" in out.read_text() and "final_eval" in out.read_text()  # from --out-dir
+    assert "python" in recs[0]["command"] and html.escape(recs[0]["command"]) in out.read_text()
 
 
 def test_page_side_by_side_and_curves_only(runs, tmp_path):
