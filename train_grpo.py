@@ -529,8 +529,9 @@ for step in pbar:
         parts = {n: [v for d, b in shown_rows for v in cut(d["parts"][n], b)] for n in reward_names}
         env = torch.cat([cut(d["env_mask"], b) for d, b in shown_rows]) if "env_mask" in first else None  # tools
         record = rollout_record(
-            step, "grpo", tok, groups, seq[:n_show], P, mask[:n_show], r[:n_show], parts, adv[:n_show], shown, env
-        )
+            step, "grpo", tok, groups, seq[:n_show], P, mask[:n_show], r[:n_show], parts, adv[:n_show], shown,
+            env_mask=env, uses_eos=task.uses_eos,
+        )  # fmt: skip
         append_rollouts(rollouts_file, {**record, **run_config(args)})
         if wandb:
             wandb.log({"rollouts": wandb_rollout_table(wandb, record)}, step=step)

@@ -398,7 +398,7 @@ for step in pbar:
         parts_shown = {n: v[:n_show] for n, v in parts.items()}
         record = rollout_record(
             step, "ppo", tok, groups, seq[:n_show], P, mask[:n_show], scores[:n_show], parts_shown,
-            advantages[:n_show], stats,
+            advantages[:n_show], stats, uses_eos=task.uses_eos,
         )  # fmt: skip
         append_rollouts(rollouts_file, {**record, **run_config(args)})
         if wandb:

@@ -10,7 +10,7 @@ groups (GRPO under DDP: rank 0's) of the batch trained on. A line:
       ids         (T,) token ids
       mask        (T,) 1 = completion token (up to and including the end token), 0 = after it
       env_mask    (T,) 1 = token written by the environment (a tool's output), not sampled; zeros without a tool
-      truncated   true when the completion never sampled the end token
+      truncated   true when the completion never sampled the end token (false for a task without one)
       reward, parts   the total reward and each reward function's score (before its weight)
       advantage   GRPO: one float, the completion's group-relative advantage;
                   PPO: (T,) the whitened GAE advantage per token, and adv_gae (T,) before whitening
@@ -91,12 +91,15 @@ def _row(t, m):
     return [_num(v) if k else None for v, k in zip(t.tolist(), m, strict=True)]
 
 
-def rollout_record(step, kind, tok, groups, seq, n_prompt, mask, rewards, parts, advantages, stats, env_mask=None):
+def rollout_record(
+    step, kind, tok, groups, seq, n_prompt, mask, rewards, parts, advantages, stats, env_mask=None, uses_eos=True
+):
     """One line of the rollouts file (the module docstring) for the first len(groups) groups of rows.
 
     groups: [(prompt, [completion texts])], G texts each; seq (n, P + T), mask (n, T), rewards (n,),
     parts {name: [n floats]}, advantages (n,) GRPO or (n, T) PPO; stats {name: (n, T)} per-token numbers
-    (logp, entropy, ref_logp, kl, PPO: adv_gae, value); env_mask (n, T) or None (no tool: zeros).
+    (logp, entropy, ref_logp, kl, PPO: adv_gae, value); env_mask (n, T) or None (no tool: zeros);
+    uses_eos False: the task has no end token (fixed-length completions), none is truncated.
     """
     ids = seq[:, n_prompt:].tolist()  # (n, T)
     out, i = [], 0
@@ -110,7 +113,7 @@ def rollout_record(step, kind, tok, groups, seq, n_prompt, mask, rewards, parts,
                 "ids": ids[i],
                 "mask": m,
                 "env_mask": [0] * len(m) if env_mask is None else [int(v) for v in env_mask[i].tolist()],
-                "truncated": tok.eos_id not in ids[i],
+                "truncated": uses_eos and tok.eos_id not in ids[i],
                 "reward": _num(float(rewards[i])),
                 "parts": {k: _num(float(v[i])) for k, v in parts.items()},
             }
