@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
-from grpo import per_token_logps
+from grpo import per_token_logps, token_entropy
 
 END = "|"  # how the end token prints
 
@@ -245,10 +246,14 @@ class GPT(nn.Module):
             kvs.append(kv)
         return self.transformer.ln_f(x), kvs
 
-    def forward(self, idx, targets=None, attention_mask=None):
+    def forward(self, idx, targets=None, attention_mask=None, hidden=False):
         """Language-model forward: logits (B, T, V), and the mean cross-entropy if targets are given
-        (-1 in targets is the ignore index). attention_mask (B, T): 1 real, 0 left padding (see body)."""
+        (-1 in targets is the ignore index). attention_mask (B, T): 1 real, 0 left padding (see body).
+        hidden=True: the final hidden states (B, T, C) instead of logits, for a head applied outside
+        (completion_logprobs_chunked), still through a DDP or torch.compile wrapper."""
         h, _ = self.body(idx, attention_mask=attention_mask)
+        if hidden:
+            return h, None
         logits = self.lm_head(h)  # (B, T, V)
         if targets is None:
             return logits, None
@@ -440,6 +445,48 @@ def completion_logprobs(model, seq, n_prompt, temperature=1.0, prompt_mask=None)
     logits, _ = model(seq[:, :-1], **kwargs)  # position t predicts token t+1
     logits = logits[:, n_prompt - 1 :].float() / temperature  # (N, T, V)
     return per_token_logps(logits, seq[:, n_prompt:]), logits
+
+
+def head_logprobs(h, weight, tokens, temperature=1.0):
+    """The output layer on some positions: log-probs of tokens and the true entropy of the distribution.
+    h: (n, C), weight: (V, C) the lm_head's, tokens: (n,) long. Returns (logp (n,), entropy (n,))."""
+    logits = F.linear(h, weight).float() / temperature  # (n, V), as completion_logprobs scales them
+    return per_token_logps(logits, tokens), token_entropy(logits)
+
+
+def completion_logprobs_chunked(model, seq, n_prompt, temperature=1.0, prompt_mask=None, chunk_size=1024):
+    """completion_logprobs without ever holding the (N, T, V) logits: the output layer runs over chunks of
+    chunk_size completion positions, and under grad each chunk is checkpointed (torch.utils.checkpoint), so
+    its backward recomputes that chunk's logits instead of keeping them. The body runs once, through the
+    wrapper (GPT.forward(hidden=True)); prompt positions never reach the head. Same numbers as
+    completion_logprobs to float rounding, gradients included (tests/test_memory.py).
+
+    Returns (logp (N, T), entropy (N, T)): the true entropy of each position's distribution (at the
+    temperature), both with gradient; the entropy replaces the logits the caller would take it from.
+    """
+    mask = full_mask(seq, n_prompt, prompt_mask)
+    kwargs = {} if mask is None else {"attention_mask": mask[:, :-1]}
+    h, _ = model(seq[:, :-1], hidden=True, **kwargs)  # (N, P+T-1, C), position t predicts token t+1
+    N, T = seq.size(0), seq.size(1) - n_prompt
+    h = h[:, n_prompt - 1 :].reshape(N * T, -1)  # (N*T, C) the completion positions
+    tokens = seq[:, n_prompt:].reshape(N * T)  # (N*T,)
+    weight = unwrap(model).lm_head.weight  # (V, C), tied to the embedding: its gradient sums both uses
+    logps, entropies = [], []
+    for i in range(0, N * T, chunk_size):
+        part = (h[i : i + chunk_size], weight, tokens[i : i + chunk_size], temperature)
+        if torch.is_grad_enabled():  # keep only the chunk's inputs; backward recomputes its logits
+            lp, H = checkpoint(head_logprobs, *part, use_reentrant=False)
+        else:
+            lp, H = head_logprobs(*part)
+        logps.append(lp)
+        entropies.append(H)
+    return torch.cat(logps).view(N, T), torch.cat(entropies).view(N, T)
+
+
+def unwrap(model):
+    """The GPT inside DDP (.module) and torch.compile (._orig_mod) wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
 
 
 class ValueModel(nn.Module):

@@ -47,8 +47,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from grpo import clip_range, entropy_from_logits, group_advantages, grpo_loss, token_entropy, truncated
-from model import completion_logprobs
+from grpo import clip_range, group_advantages, grpo_loss, token_entropy, truncated
+from model import completion_logprobs, completion_logprobs_chunked
 from reward_model import DivergedError, add_rm_args, setup_rewards
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import (
@@ -151,6 +151,20 @@ parser.add_argument(
     "--max-resample", type=at_least(1), default=4, help="dynamic sampling: most extra rollouts per step"
 )
 parser.add_argument("--grad-clip", type=positive(), default=1.0, help="clip the gradient's total 2-norm to this")
+parser.add_argument(
+    "--micro-batch-size",
+    type=at_least(1),
+    default=None,
+    help="completions per forward/backward on each rank, gradients accumulated to exactly the whole batch's "
+    "(docs/memory.md); default: the rank's whole batch at once",
+)
+parser.add_argument(
+    "--logits-chunk-size",
+    type=at_least(1),
+    default=None,
+    help="completion positions per chunk of the output layer in the training-time log-probs: never holds the "
+    "(N, T, V) logits, backward recomputes each chunk's (docs/memory.md); default: all positions at once",
+)
 add_run_args(parser, "grpo", torchrun=True)
 parser.add_argument("--debug-trace", default=None, help="tests: save per-update diagnostics and gradients here")
 add_init_args(parser)
@@ -188,6 +202,9 @@ master = rank == 0
 if args.batch_size % world:
     fail(f"--batch-size {args.batch_size} is not divisible by the {world} DDP processes")
 B, G = args.batch_size // world, args.group_size  # prompts per rank, completions per prompt
+if args.micro_batch_size and args.micro_batch_size < B * G and args.top_entropy_quantile < 1:
+    fail("--top-entropy-quantile < 1 takes its threshold over the rank's whole batch, not per micro-batch: "
+         f"use a --micro-batch-size of at least {B * G} (the rank's B*G completions) with it")  # fmt: skip
 device_type = "cuda" if device.startswith("cuda") else "cpu"
 ctx = nullcontext() if device_type == "cpu" else torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 if device_type == "cuda":
@@ -330,6 +347,19 @@ def rollout(prompts, u):
     return seq, texts, pmask, mask
 
 
+def logprobs(model, seq, n_prompt, pmask):
+    """Training-time log-probs of the completions (n, T) and what their entropy is read from: the logits
+    (n, T, V), or with --logits-chunk-size the per-token entropy (n, T) (the chunked head holds no logits)."""
+    if args.logits_chunk_size is None:
+        return completion_logprobs(model, seq, n_prompt, args.temperature, pmask)
+    return completion_logprobs_chunked(model, seq, n_prompt, args.temperature, pmask, args.logits_chunk_size)
+
+
+def combine(means, counts):
+    """The mean over the whole batch from each micro-batch's masked mean over its counts (exact for one)."""
+    return sum(float(m) * float(n) for m, n in zip(means, counts, strict=True)) / max(sum(map(float, counts)), 1.0)
+
+
 def pad_prompts(seqs, pmasks):
     """Rows of draws whose prompts were padded to different lengths, left-padded to a common one."""
     P = max(m.size(1) for m in pmasks)
@@ -382,18 +412,25 @@ for step in pbar:
     # --- advantages, on the global batch of rewards so that "batch" scale sees every rank's rewards
     r_global, offset = gather(r)  # (B_global*G,) the rewards trained on, every rank's
     adv = group_advantages(r_global, G, scale=args.scale)[offset : offset + r.numel()].to(device)  # (n*G,)
-    # --- reference and old log-probs (no grad)
+    # --- reference and old log-probs (no grad), in micro-batches of --micro-batch-size completions
+    M = args.micro_batch_size or seq.size(0)
+    micro = [slice(i, i + M) for i in range(0, seq.size(0), M)]  # the last one may be smaller
     with torch.no_grad(), ctx:
         ref_logp = None  # beta = 0: no KL term, so no reference forward (as TRL)
         if args.beta != 0:
-            ref_logp, _ = completion_logprobs(ref, seq, P, args.temperature, pmask)  # (n*G, T)
-            ref_logp = ref_logp.float()
+            ref_logp = torch.cat([logprobs(ref, seq[m], P, pmask[m])[0] for m in micro]).float()  # (n*G, T)
         old_logp = None
         if args.num_iterations > 1:  # pi_old: the sampling policy, before any of the mu updates
-            old_logp, _ = completion_logprobs(policy, seq, P, args.temperature, pmask)
+            old_logp = torch.cat([logprobs(policy, seq[m], P, pmask[m])[0] for m in micro])
+    # every normaliser is counted over the whole batch before the first micro-batch
     num_tokens = loss_mask.sum()
     if ddp and args.loss_type in ("dapo", "cispo"):
         dist.all_reduce(num_tokens)  # the global token count (DAPO's token-level normaliser)
+    if args.entropy_coef != 0:  # the entropy bonus is a token mean over the global batch, for every loss type
+        bonus_tokens = loss_mask.sum()
+        if ddp:
+            dist.all_reduce(bonus_tokens)
+        bonus_tokens = bonus_tokens.float().clamp(min=1)
     # --- mu updates on the same rollout
     lr = lr_at(step, args.steps, args.lr, args.warmup_frac, args.lr_schedule)
     for pg in optimizer.param_groups:
@@ -402,42 +439,62 @@ for step in pbar:
     if args.num_iterations > 1:  # a NaN in update 2+ undoes the step's earlier updates too
         saved = copy.deepcopy((policy.state_dict(), optimizer.state_dict()))
     for it in range(args.num_iterations):
-        with ctx:  # through the DDP wrapper, so that backward all-reduces the gradients
-            logp, logits = completion_logprobs(train_model, seq, P, args.temperature, pmask)  # (n*G, T)
-        if it == 0:
-            entropy = entropy_from_logits(logits.detach(), mask).item()
-        H = None  # per-token entropy with gradient: only the bonus and the top-entropy mask need it
-        if args.entropy_coef != 0 or args.top_entropy_quantile < 1:
-            H = token_entropy(logits)  # (n*G, T)
-        old = logp.detach() if old_logp is None else old_logp
-        loss, stats = grpo_loss(
-            logp,
-            old,
-            ref_logp,
-            adv,
-            loss_mask,
-            clip_eps=args.clip_eps,
-            clip_eps_high=args.clip_eps_high,
-            beta=args.beta,
-            loss_type=args.loss_type,
-            max_completion_len=T,
-            num_tokens=num_tokens,
-            importance_level=args.importance_level,
-            cispo_eps_max=args.cispo_eps_max,
-            delta=args.delta,
-            entropy=H,
-            top_entropy_quantile=args.top_entropy_quantile,
-            entropy_coef=args.entropy_coef,
-        )
-        if ddp and args.loss_type in ("dapo", "cispo"):
-            loss = loss * world  # DDP averages gradients over ranks; sum/global_count needs the sum
-        if step in args.debug_nan_steps and it == args.debug_nan_update:
-            loss = loss * float("nan")  # fault injection (tests only)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trace_update(step, it, logp, old, mask, stats)
+        loss, logps, micro_stats, entropies = None, [], [], []
+        for k, m in enumerate(micro):  # gradients add up over the micro-batches; DDP all-reduces after the last
+            lm = loss_mask[m]  # (M, T)
+            with train_model.no_sync() if ddp and k < len(micro) - 1 else nullcontext():
+                with ctx:  # through the DDP wrapper, so that backward all-reduces the gradients
+                    logp, out = logprobs(train_model, seq[m], P, pmask[m])  # (M, T), logits (M, T, V) or H (M, T)
+                H = out if args.logits_chunk_size else None  # (M, T) the chunked head's entropy, with gradient
+                if it == 0:
+                    H_col = token_entropy(out.detach()) if H is None else H.detach()  # (M, T), every real token
+                    entropies.append(((H_col * mask[m]).sum() / mask[m].sum().clamp(min=1)).item())
+                if H is None and (args.entropy_coef != 0 or args.top_entropy_quantile < 1):
+                    H = token_entropy(out)  # (M, T) per-token entropy with gradient: the bonus and the top-entropy mask
+                old = logp.detach() if old_logp is None else old_logp[m]
+                loss_m, stats = grpo_loss(
+                    logp,
+                    old,
+                    None if ref_logp is None else ref_logp[m],
+                    adv[m],
+                    lm,
+                    clip_eps=args.clip_eps,
+                    clip_eps_high=args.clip_eps_high,
+                    beta=args.beta,
+                    loss_type=args.loss_type,
+                    max_completion_len=T,
+                    num_tokens=num_tokens,
+                    importance_level=args.importance_level,
+                    cispo_eps_max=args.cispo_eps_max,
+                    delta=args.delta,
+                    entropy=H,
+                    top_entropy_quantile=args.top_entropy_quantile,
+                )
+                # this micro-batch's share of the rank's loss, so that the shares sum to the whole batch's
+                if args.loss_type in ("grpo", "dr_grpo"):  # per-completion means (dr_grpo: over M * T)
+                    loss_m = loss_m * (logp.size(0) / seq.size(0))
+                elif args.loss_type == "bnpo":  # a token mean over the rank's batch (the step's, not the micro-batch's)
+                    loss_m = loss_m * (lm.sum() / loss_mask.sum().clamp(min=1))
+                if ddp and args.loss_type in ("dapo", "cispo"):
+                    loss_m = loss_m * world  # DDP averages gradients over ranks; sum/global_count needs the sum
+                if args.entropy_coef != 0:  # the bonus's token sum over the global count, x world against DDP's mean
+                    loss_m = loss_m - args.entropy_coef * (world * (H * lm).sum() / bonus_tokens)
+                if step in args.debug_nan_steps and it == args.debug_nan_update:
+                    loss_m = loss_m * float("nan")  # fault injection (tests only)
+                loss_m.backward()
+            loss = loss_m.detach() if loss is None else loss + loss_m.detach()
+            logps.append(logp.detach())
+            micro_stats.append(stats)
+            del logp, out, H, loss_m  # the next micro-batch's forward must not meet this one's logits
+        counts = [loss_mask[m].sum() for m in micro]  # every stat is a masked mean over the tokens trained on
+        stats = {key: torch.tensor(combine([s[key] for s in micro_stats], counts)) for key in micro_stats[0]}
+        if it == 0:
+            entropy = combine(entropies, [mask[m].sum() for m in micro])
+        logp = torch.cat(logps)  # (n*G, T)
+        trace_update(step, it, logp, logp if old_logp is None else old_logp, mask, stats)
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
-        step_bad = not (is_finite(loss.detach()) and is_finite(grad_norm))
+        step_bad = not (is_finite(loss) and is_finite(grad_norm))
         if ddp:  # every rank must agree to skip, or DDP ranks drift apart
             flag = torch.tensor(float(step_bad), device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
