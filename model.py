@@ -447,14 +447,19 @@ def completion_logprobs(model, seq, n_prompt, temperature=1.0, prompt_mask=None)
     return per_token_logps(logits, seq[:, n_prompt:]), logits
 
 
-def head_logprobs(h, weight, tokens, temperature=1.0):
+def head_logprobs(h, weight, tokens, temperature=1.0, entropy_grad=False):
     """The output layer on some positions: log-probs of tokens and the true entropy of the distribution.
-    h: (n, C), weight: (V, C) the lm_head's, tokens: (n,) long. Returns (logp (n,), entropy (n,))."""
+    h: (n, C), weight: (V, C) the lm_head's, tokens: (n,) long. Returns (logp (n,), entropy (n,)).
+    entropy_grad=False: the entropy without gradient (checkpointed, it would keep its (n, V) buffers to the end)."""
     logits = F.linear(h, weight).float() / temperature  # (n, V), as completion_logprobs scales them
-    return per_token_logps(logits, tokens), token_entropy(logits)
+    logp = per_token_logps(logits, tokens)  # (n,)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        return logp, token_entropy(logits)
 
 
-def completion_logprobs_chunked(model, seq, n_prompt, temperature=1.0, prompt_mask=None, chunk_size=1024):
+def completion_logprobs_chunked(
+    model, seq, n_prompt, temperature=1.0, prompt_mask=None, chunk_size=1024, entropy_grad=False
+):
     """completion_logprobs without ever holding the (N, T, V) logits: the output layer runs over chunks of
     chunk_size completion positions, and under grad each chunk is checkpointed (torch.utils.checkpoint), so
     its backward recomputes that chunk's logits instead of keeping them. The body runs once, through the
@@ -462,7 +467,9 @@ def completion_logprobs_chunked(model, seq, n_prompt, temperature=1.0, prompt_ma
     completion_logprobs to float rounding, gradients included (tests/test_memory.py).
 
     Returns (logp (N, T), entropy (N, T)): the true entropy of each position's distribution (at the
-    temperature), both with gradient; the entropy replaces the logits the caller would take it from.
+    temperature), in place of the logits a caller would take it from; logp with gradient, the entropy with
+    gradient only when entropy_grad (an entropy bonus): a checkpointed chunk recomputes everything it computed,
+    and whatever the backward never reads (the entropy's (n, V) buffers) would stay alive until it ends.
     """
     mask = full_mask(seq, n_prompt, prompt_mask)
     kwargs = {} if mask is None else {"attention_mask": mask[:, :-1]}
@@ -473,7 +480,7 @@ def completion_logprobs_chunked(model, seq, n_prompt, temperature=1.0, prompt_ma
     weight = unwrap(model).lm_head.weight  # (V, C), tied to the embedding: its gradient sums both uses
     logps, entropies = [], []
     for i in range(0, N * T, chunk_size):
-        part = (h[i : i + chunk_size], weight, tokens[i : i + chunk_size], temperature)
+        part = (h[i : i + chunk_size], weight, tokens[i : i + chunk_size], temperature, entropy_grad)
         if torch.is_grad_enabled():  # keep only the chunk's inputs; backward recomputes its logits
             lp, H = checkpoint(head_logprobs, *part, use_reentrant=False)
         else:

@@ -352,7 +352,8 @@ def logprobs(model, seq, n_prompt, pmask):
     (n, T, V), or with --logits-chunk-size the per-token entropy (n, T) (the chunked head holds no logits)."""
     if args.logits_chunk_size is None:
         return completion_logprobs(model, seq, n_prompt, args.temperature, pmask)
-    return completion_logprobs_chunked(model, seq, n_prompt, args.temperature, pmask, args.logits_chunk_size)
+    chunk, bonus = args.logits_chunk_size, args.entropy_coef != 0  # the entropy needs a gradient only for the bonus
+    return completion_logprobs_chunked(model, seq, n_prompt, args.temperature, pmask, chunk, entropy_grad=bonus)
 
 
 def combine(means, counts):
