@@ -7,6 +7,7 @@ bench.py: how fast nanoGRPO runs on this machine, and how much memory GRPO saves
     python bench.py --n-layer 6 --n-embd 384 --n-head 6 --out bench.md
     python bench.py --baseline c82dd43    # adds before columns: generate of model.py at that git revision
     python bench.py --compile             # adds generate(compile=True) (torch.compile of the decode step)
+    python bench.py --rss                 # adds the peak RSS of train_grpo.py at a 50,000-character vocabulary
 
 Prints markdown tables (and writes them to --out):
   1. Generation: completion tokens/s of model.generate with the KV cache (use_cache=True) and with
@@ -29,6 +30,12 @@ Prints markdown tables (and writes them to --out):
   3. Memory of one GRPO step and one PPO step (policy + reference + value model, ppo.py's GAE and
      clipped loss) on the same model and batch, and their ratio. See `peak_memory` for exactly what
      is measured on each device.
+  4. At a GPT-2 vocabulary (--vocab 50257, the shape flags' body, B x G x 128 tokens): the peak memory and
+     the seconds of the reference log-probs + one update as today, with --micro-batch-size, with
+     --logits-chunk-size and with both (train_grpo.py's flags, docs/memory.md); beside it the seconds of a
+     whole GRPO step with each at the two fixed shapes (the price in time).
+  5. With --rss: the peak RSS of two train_grpo.py steps from a random 4 x 128 nanoGPT-format checkpoint over
+     50,000 characters, without and with --micro-batch-size 8, and how far the gradients moved.
 
 Timing rules: a warm-up call is never counted; each figure is the best of --repeats calls (the least
 disturbed by other processes); CUDA work is synchronised before every clock read, phases inside a step
@@ -55,7 +62,7 @@ from functools import partial
 import torch
 
 from grpo import group_advantages, grpo_loss
-from model import GPT, CharTokenizer, GPTConfig, ValueModel, completion_logprobs
+from model import GPT, CharTokenizer, GPTConfig, ValueModel, completion_logprobs, completion_logprobs_chunked
 from ppo import gae, masked_whiten, per_token_rewards, ppo_loss
 from utils.common import at_least, pick_device
 from utils.tasks import ShakespeareTask, total_reward
@@ -262,20 +269,39 @@ def rollout(policy, batch, ctx, timer, generate=None):
     return seq, scores, mask
 
 
-def grpo_step(models, opt, batch, ctx, timer, beta=0.04, generate=None):
+def grpo_step(models, opt, batch, ctx, timer, beta=0.04, generate=None, micro=None, chunk=None):
     """One GRPO step as train_grpo.py takes it with mu = 1: old log-probs are logp.detach()."""
     policy, ref = models
     seq, scores, mask = rollout(policy, batch, ctx, timer, generate)
     with timer("reward"):
         adv = group_advantages(scores, batch.G)  # (N,)
+    grpo_update(models, opt, seq, batch.P, adv, mask, ctx, timer, beta, micro, chunk)
+
+
+def grpo_update(models, opt, seq, P, adv, mask, ctx, timer, beta=0.04, micro=None, chunk=None):
+    """The reference log-probs and one update (loss type grpo, mu = 1) as train_grpo.py takes them: in
+    micro-batches of `micro` completions (--micro-batch-size: gradients accumulated, each micro-batch's loss
+    weighted by its share of the N completions), the log-probs through the chunked head of `chunk` positions
+    (--logits-chunk-size); None: the whole batch, the plain head."""
+    policy, ref = models
+    N = seq.size(0)
+    parts = [slice(i, i + (micro or N)) for i in range(0, N, micro or N)]
+
+    def logprobs(model, m):
+        if chunk is None:
+            return completion_logprobs(model, seq[m], P)[0]  # (M, T)
+        return completion_logprobs_chunked(model, seq[m], P, chunk_size=chunk)[0]
+
     with timer("ref log-probs"), torch.no_grad(), ctx:
-        ref_logp = completion_logprobs(ref, seq, batch.P)[0].float()  # (N, T)
+        ref_logp = torch.cat([logprobs(ref, m) for m in parts]).float()  # (N, T)
     with timer("update"):
-        with ctx:
-            logp = completion_logprobs(policy, seq, batch.P)[0]  # (N, T) with grad
-        loss, _ = grpo_loss(logp, logp.detach(), ref_logp, adv, mask, beta=beta)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        for m in parts:
+            with ctx:
+                logp = logprobs(policy, m)  # (M, T) with grad
+            loss, _ = grpo_loss(logp, logp.detach(), ref_logp[m], adv[m], mask[m], beta=beta)
+            (loss * (logp.size(0) / N)).backward()  # a per-completion mean: its share of the N completions
+            del logp, loss  # the next micro-batch must not meet this one's graph
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         opt.step()
 
@@ -415,6 +441,116 @@ def bench_memory(shape, task, tok, args, device, ctx):
     return out
 
 
+def head_variants(args):
+    """(name, micro-batch size, logits chunk size) of the update variants the large-vocabulary table compares."""
+    M, K = args.micro_batch_size, args.logits_chunk_size
+    return [
+        ("today (whole batch, plain head)", None, None),
+        (f"--micro-batch-size {M}", M, None),
+        (f"--logits-chunk-size {K}", None, K),
+        (f"both ({M}, {K})", M, K),
+    ]
+
+
+def bench_large_vocab(shape, args, device, ctx, P):
+    """Peak live tensor bytes and seconds of the reference log-probs + one update at --vocab V, per variant
+    (head_variants). The tokens and rewards are drawn at random (a large-vocabulary model has no task here,
+    and the memory and time of an update do not depend on the values); the rollout is left out: it is the
+    same in every variant and holds (N, V) logits per token, not (N, T, V). Each variant after a warm-up
+    update (Adam's state allocated, not counted)."""
+    n_layer, n_embd, n_head, B, G, T = shape
+    cfg = GPTConfig(block_size=P + T, vocab_size=args.vocab, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
+    models, opt = make_models(cfg, device, args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+    seq = torch.randint(0, args.vocab, (B * G, P + T), generator=g).to(device)  # (N, P+T)
+    adv = group_advantages(torch.rand(B * G, generator=g), G).to(device)  # (N,)
+    mask = torch.ones(B * G, T, device=device)  # (N, T)
+    timer = PhaseTimer(device)
+    rows = []
+    for name, micro, chunk in head_variants(args):
+        update = partial(grpo_update, models, opt, seq, P, adv, mask, ctx, timer, micro=micro, chunk=chunk)
+        update()  # warm-up
+        _, peak = peak_memory(update, device)
+        dt, _ = timed(update, device, args.repeats)
+        timer.read()
+        rows.append(dict(name=name, peak=peak, seconds=dt))
+    return rows
+
+
+def bench_head_steps(shapes, task, tok, args, device, ctx):
+    """Seconds of one whole GRPO step (rollout included) per variant (head_variants) at the fixed shapes, the
+    char vocabulary: the price in time of the two flags where memory is no problem. Best of --repeats after a
+    warm-up step, the variants interleaved step by step."""
+    out = {}
+    for shape in shapes:
+        n_layer, n_embd, n_head, B, G, T = shape
+        cfg = GPTConfig(
+            block_size=task.prompt_len + T, vocab_size=tok.vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd
+        )
+        models, opt = make_models(cfg, device, args.seed)
+        batch = Batch(task, tok, B, G, T, args.seed, device)
+        timer = PhaseTimer(device)
+        fns = {
+            name: partial(grpo_step, models, opt, batch, ctx, timer, micro=micro, chunk=chunk)
+            for name, micro, chunk in head_variants(args)
+        }
+        for fn in fns.values():
+            fn()  # warm-up
+        out[shape], _ = timed_each(fns, device, args.repeats)
+        timer.read()
+    return out
+
+
+RSS_QA = [(f"{a}+{b}=", str(a + b)) for a in range(10) for b in range(10)]  # JSONL rows of the RSS run
+
+
+def bench_rss(args, work):
+    """The issue's measurement: train_grpo.py for two GRPO steps (B 8, G 8, --max-new-tokens 128) from a random
+    4 x 128 nanoGPT-format checkpoint over a --rss-vocab character vocabulary, on a JSONL task, with and without
+    --micro-batch-size 8 (and the chunked head). Returns {flags: (peak RSS bytes of the process, its trace)}: the
+    peak resident memory of that train_grpo.py process (os.wait4's ru_maxrss), the gradients of its updates."""
+    import json
+    import pickle
+
+    V = args.rss_vocab
+    chars = ["\n"] + [chr(i) for i in range(32, 32 + V - 1)]  # below the surrogates (U+D800) for V < 55,000
+    with open(os.path.join(work, "meta.pkl"), "wb") as f:  # nanoGPT's data/<dataset>/meta.pkl
+        pickle.dump({"vocab_size": V, "itos": dict(enumerate(chars)), "stoi": {c: i for i, c in enumerate(chars)}}, f)
+    torch.manual_seed(args.seed)
+    cfg = dict(n_layer=4, n_head=4, n_embd=128, block_size=256, bias=False, vocab_size=V, dropout=0.0)
+    model = GPT(GPTConfig(**{k: v for k, v in cfg.items() if k != "bias"}, bias=False, ln_bias=False))
+    ckpt = os.path.join(work, "ckpt.pt")  # nanoGPT train.py's layout
+    torch.save({"model": model.state_dict(), "model_args": cfg, "config": {"dataset": "rss"}, "iter_num": 0}, ckpt)
+    data = os.path.join(work, "qa.jsonl")
+    with open(data, "w") as f:
+        f.writelines(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in RSS_QA)
+    runs = {}
+    for extra in ([], ["--micro-batch-size", "8"], ["--micro-batch-size", "8", "--logits-chunk-size", "256"]):
+        out = os.path.join(work, "run" + "".join(extra).replace("-", "_"))
+        cmd = [sys.executable, "train_grpo.py", "--init-from", ckpt, "--meta", os.path.join(work, "meta.pkl")]
+        cmd += ["--task", f"jsonl:{data}", "--batch-size", "8", "--group-size", "8", "--max-new-tokens", "128"]
+        cmd += ["--steps", "2", "--out-dir", out, "--log", os.path.join(out, "g.csv"), "--no-progress", "--device"]
+        cmd += ["cpu", "--debug-trace", os.path.join(out, "t.pt"), *extra]
+        root = os.path.dirname(os.path.abspath(__file__))
+        p = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        err = p.stderr.read()
+        _, status, usage = os.wait4(p.pid, 0)  # this child's own peak resident set
+        if status != 0:
+            raise SystemExit(f"bench.py --rss: {shlex.join(cmd)} failed:\n{err[-2000:]}")
+        trace = [x for x in torch.load(os.path.join(out, "t.pt"), weights_only=True) if "grads" in x]
+        runs[" ".join(extra)] = (usage.ru_maxrss * 1024, trace)  # ru_maxrss is in KiB on Linux
+    return runs
+
+
+def max_rel_diff(a, b):
+    """Largest |a - b| over every update's gradients, relative to the largest |a| of that parameter."""
+    return max(
+        ((x["grads"][k] - y["grads"][k]).abs().max() / x["grads"][k].abs().max().clamp(min=1e-30)).item()
+        for x, y in zip(a, b, strict=True)
+        for k in x["grads"]
+    )
+
+
 # -----------------------------------------------------------------------------
 # main
 
@@ -439,6 +575,18 @@ def main():
         "--baseline", default=None, help="git revision whose model.py generate is timed too (before columns)"
     )
     parser.add_argument("--compile", action="store_true", help="also time generate(compile=True) (torch.compile)")
+    parser.add_argument("--vocab", type=at_least(2), default=50257, help="vocabulary of the large-vocabulary table")
+    parser.add_argument(
+        "--vocab-tokens", type=at_least(1), default=128, help="large-vocabulary table: completion tokens T"
+    )
+    parser.add_argument("--micro-batch-size", type=at_least(1), default=8, help="the tables' micro-batch size")
+    parser.add_argument("--logits-chunk-size", type=at_least(1), default=256, help="the tables' logits chunk size")
+    parser.add_argument(
+        "--rss",
+        action="store_true",
+        help="also the peak RSS of two train_grpo.py steps from a large-vocabulary nanoGPT checkpoint (minutes)",
+    )
+    parser.add_argument("--rss-vocab", type=at_least(2), default=50000, help="--rss: characters in the vocabulary")
     args = parser.parse_args()
     if args.n_embd % args.n_head:
         parser.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
@@ -454,6 +602,7 @@ def main():
     fixed = FIXED_SHAPES
     if args.quick:  # everything tiny; the figures are meaningless, the table's shape is what is tested
         shape, fixed, args.lengths, args.gen_prompts = QUICK_SHAPES[0], QUICK_SHAPES, [4, 8], 2
+        args.vocab, args.vocab_tokens, args.micro_batch_size, args.logits_chunk_size = 300, 4, 3, 5
         args.matmul_n = args.matmul_n or 128
     matmul_n = args.matmul_n or (8192 if device == "cuda" else 2048)
     task = ShakespeareTask()
@@ -573,9 +722,57 @@ def main():
         part.append(f"| {name} | {held[name]} | {m['state'] / mib:.2f} | {m['peak'] / mib:.2f} |")
     g, p = mem["GRPO"], mem["PPO"]
     part.append(f"| GRPO / PPO | | {g['state'] / p['state']:.2f}x | {g['peak'] / p['peak']:.2f}x |")
-    part += ["", f"bench.py took {time.time() - t_start:.0f} s."]
     print("\n".join(part), flush=True)
     lines += part
+
+    # --- 4. a large vocabulary: the update's memory with micro-batches and the chunked head
+    big = (L, C, H, shape[3], shape[4], args.vocab_tokens)
+    vocab_rows = bench_large_vocab(big, args, device, ctx, task.prompt_len)
+    steps = bench_head_steps(fixed, task, tok, args, device, ctx)
+    today = vocab_rows[0]
+    part = [
+        "",
+        f"Memory of one update at V = {args.vocab:,}, {L} x {C} model, {big[3]} x {big[4]} x {big[5]} (prompts of "
+        f"{task.prompt_len} tokens): peak live tensor bytes of the reference log-probs + one update ({what}; "
+        f"random tokens and rewards, after a warm-up update), its seconds (best of {args.repeats}), and the "
+        "seconds of one whole GRPO step at the fixed shapes (char vocabulary, rollout included, variants "
+        "interleaved):",
+        "",
+        "| update | peak (MiB) | peak / today's | update (s) |"
+        + "".join(f" step {s[0]} x {s[1]}, {s[3]} x {s[4]} x {s[5]} (s) |" for s in fixed),
+        "|---|---:|---:|---:|" + "---:|" * len(fixed),
+    ]
+    for r in vocab_rows:
+        part.append(
+            f"| {r['name']} | {r['peak'] / mib:,.1f} | {r['peak'] / today['peak']:.3f} | {r['seconds']:.2f} |"
+            + "".join(f" {steps[s][r['name']]:.3f} |" for s in fixed)
+        )
+    print("\n".join(part), flush=True)
+    lines += part
+
+    # --- 5. the whole process: peak RSS of train_grpo.py from a large-vocabulary checkpoint
+    if args.rss:
+        with tempfile.TemporaryDirectory() as work:
+            runs = bench_rss(args, work)
+        base_rss, base_trace = runs[""]
+        part = [
+            "",
+            f"Peak RSS of `train_grpo.py` (os.wait4's ru_maxrss), two GRPO steps, B 8, G 8, --max-new-tokens 128, "
+            f"from a random 4 x 128 nanoGPT-format checkpoint over {args.rss_vocab:,} characters, a JSONL task, "
+            "--device cpu; the gradients of its updates against the run without the flags:",
+            "",
+            "| flags | peak RSS (MiB) | / without | gradients: max abs diff / max abs |",
+            "|---|---:|---:|---:|",
+        ]
+        for flags, (rss, trace) in runs.items():
+            part.append(
+                f"| {flags or '(none)'} | {rss / mib:,.0f} | {rss / base_rss:.3f} "
+                f"| {max_rel_diff(base_trace, trace):.1e} |"
+            )
+        print("\n".join(part), flush=True)
+        lines += part
+    lines += ["", f"bench.py took {time.time() - t_start:.0f} s."]
+    print(lines[-1], flush=True)
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -36,11 +36,12 @@ def grads(trace):
     return [x for x in torch.load(trace, weights_only=True) if "grads" in x]
 
 
-def assert_same_updates(one, two, n_updates):
-    """The same gradient in every update of the two traces, every parameter moved by it."""
+def assert_same_updates(one, two, n_updates, same_clip_frac=True):
+    """The same gradient in every update of the two traces, every parameter moved by it (and the same clip_frac
+    of the update, unless one trace is rank 0's of a DDP run: its stats are that rank's)."""
     assert [(x["step"], x["it"]) for x in one] == [(x["step"], x["it"]) for x in two] and len(one) == n_updates
     for a, b in zip(one, two, strict=True):
-        assert b["clip_frac"] == pytest.approx(a["clip_frac"], abs=1e-6)
+        assert not same_clip_frac or b["clip_frac"] == pytest.approx(a["clip_frac"], abs=1e-6)
         for k, g in a["grads"].items():
             assert g.abs().max() > 0, f"{k} has no gradient"
             torch.testing.assert_close(b["grads"][k], g, rtol=1e-4, atol=1e-5 * g.abs().max().item(), msg=k)
@@ -175,7 +176,7 @@ def test_micro_batches_give_the_whole_batch_gradient(sft_dir, tmp_path, loss_typ
 def torchrun(out_dir, *flags):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train_grpo.py"]
-    cmd += ["--out-dir", str(out_dir), "--log", str(out_dir / "g.csv"), "--debug-trace", str(out_dir / "t.pt")]
+    cmd += ["--out-dir", str(out_dir), "--metrics-csv", str(out_dir / "g.csv"), "--debug-trace", str(out_dir / "t.pt")]
     p = subprocess.run(cmd + [str(f) for f in flags], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     return out_dir / "t.pt", out_dir / "g.csv"
@@ -206,7 +207,7 @@ def test_ddp_with_bonus_and_micro_batches_matches_one_process(sft_dir, tmp_path,
     one = grpo_run(sft_dir, *flags)
     two = torchrun(ddp_dir, *flags, *ddp_flags)
     mu = flags[flags.index("--num-iterations") + 1] if "--num-iterations" in flags else 1
-    assert_same_updates(grads(one[0]), grads(two[0]), 2 * mu)
+    assert_same_updates(grads(one[0]), grads(two[0]), 2 * mu, same_clip_frac=False)
     assert_same_rows(one[1], two[1])
 
 
