@@ -8,6 +8,7 @@ bench.py: how fast nanoGRPO runs on this machine, and how much memory GRPO saves
     python bench.py --baseline c82dd43    # adds before columns: generate of model.py at that git revision
     python bench.py --compile             # adds generate(compile=True) (torch.compile of the decode step)
     python bench.py --rss                 # adds the peak RSS of train_grpo.py at a 50,000-character vocabulary
+    python bench.py --memory-only --rss   # the memory tables only (docs/memory.md's command)
 
 Prints markdown tables (and writes them to --out):
   1. Generation: completion tokens/s of model.generate with the KV cache (use_cache=True) and with
@@ -575,6 +576,7 @@ def main():
         "--baseline", default=None, help="git revision whose model.py generate is timed too (before columns)"
     )
     parser.add_argument("--compile", action="store_true", help="also time generate(compile=True) (torch.compile)")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory tables (3, 4 and --rss)")
     parser.add_argument("--vocab", type=at_least(2), default=50257, help="vocabulary of the large-vocabulary table")
     parser.add_argument(
         "--vocab-tokens", type=at_least(1), default=128, help="large-vocabulary table: completion tokens T"
@@ -618,88 +620,89 @@ def main():
         "",
     ]
 
-    # --- 1. generation
-    base = None if args.baseline is None else load_baseline(args.baseline)
-    matmul = matmul_flops(device, matmul_n, max(args.repeats, 3))
-    gen_cfg = GPTConfig(
-        block_size=task.prompt_len + max(args.lengths), vocab_size=tok.vocab_size, n_layer=L, n_head=H, n_embd=C
-    )
-    gen = bench_generation(gen_cfg, task, tok, args.lengths, args.gen_prompts, args, device, ctx, base)
-    extra = [name for name in ("before", "compiled") if name in gen[0]["tok_s"]]
-    heads = {"before": f"KV cache at {args.baseline} (tok/s) | KV cache: now / {args.baseline}", "compiled": ""}
-    heads["compiled"] = "compile=True (tok/s) | compiled / KV cache"
-    lines += [
-        f"Generation, {L} layers x {C} wide ({H} heads), {args.gen_prompts} prompts of {task.prompt_len} "
-        f"tokens in parallel, no end token; completion tokens/s, best of {args.repeats}:",
-        "",
-        "| new tokens | KV cache (tok/s) | full recompute (tok/s) | KV-cache speedup | same tokens |"
-        + "".join(f" {heads[name]} |" for name in extra),
-        "|---:|---:|---:|---:|:---:|" + "---:|---:|" * len(extra),
-    ]
-    for r in gen:
-        s = r["tok_s"]
-        line = f"| {r['T']} | {s['cache']:,.0f} | {s['recompute']:,.0f} | {s['cache'] / s['recompute']:.1f}x "
-        line += f"| {'yes' if r['same'] else 'no'} |"
-        if "before" in s:
-            line += f" {s['before']:,.0f} | {s['cache'] / s['before']:.2f}x |"
-        if "compiled" in s:
-            line += f" {s['compiled']:,.0f} | {s['compiled'] / s['cache']:.2f}x |"
-        lines.append(line)
-    if device == "cuda":  # in fp32 on a CPU the two paths agree exactly (tests/test_model.py)
-        lines += ["", "(bf16: the cached and the recomputed attention round differently, so tokens may differ)"]
-    print("\n".join(lines), flush=True)
-
-    # --- 2. GRPO steps by phase
-    shapes = list(dict.fromkeys([shape, *fixed]))  # the bench model first, no duplicates
-    all_rows = {s: bench_grpo(s, task, tok, args, device, ctx, matmul, peak, base) for s in shapes}
-    rows = [r["cache"] for r in all_rows.values()]
-    mfu_head = " MFU step / update |" if peak else ""
-    part = [
-        "",
-        f"One GRPO step (mu = 1, beta = 0.04), seconds by phase, best of {args.repeats} after a warm-up step; "
-        f"prompts of {task.prompt_len} tokens; reference: a {matmul_n}x{matmul_n} fp32 matmul at "
-        f"{matmul / 1e9:,.1f} GFLOP/s on this device:",
-        "",
-        "| model | B x G x T | params | rollout | reward | ref log-probs | update | step (s) | completions/s "
-        f"| step GFLOP | step FLOP/s / matmul FLOP/s |{mfu_head}",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if peak else ""),
-    ]
-    for r in rows:
-        nl, ne, nh, B, G, T = r["shape"]
-        p = r["phases"]
-        mfu = f" {r['mfu']:.1%} / {r['update_mfu']:.1%} |" if peak else ""
-        part.append(
-            f"| {nl} x {ne} ({nh} heads) | {B} x {G} x {T} | {r['params'] / 1e6:.2f}M | {p['rollout']:.3f} "
-            f"| {p['reward']:.3f} | {p['ref log-probs']:.3f} | {p['update']:.3f} | {r['step_s']:.3f} "
-            f"| {r['completions_s']:,.1f} | {r['gflop']:,.2f} | {r['of_matmul']:.1%} |{mfu}"
+    if not args.memory_only:  # 1 and 2: the speed tables
+        # --- 1. generation
+        base = None if args.baseline is None else load_baseline(args.baseline)
+        matmul = matmul_flops(device, matmul_n, max(args.repeats, 3))
+        gen_cfg = GPTConfig(
+            block_size=task.prompt_len + max(args.lengths), vocab_size=tok.vocab_size, n_layer=L, n_head=H, n_embd=C
         )
-    if device == "cuda" and not peak:
-        part.append(f"\n(no MFU: {torch.cuda.get_device_name()} is not in the peak table)")
+        gen = bench_generation(gen_cfg, task, tok, args.lengths, args.gen_prompts, args, device, ctx, base)
+        extra = [name for name in ("before", "compiled") if name in gen[0]["tok_s"]]
+        heads = {"before": f"KV cache at {args.baseline} (tok/s) | KV cache: now / {args.baseline}", "compiled": ""}
+        heads["compiled"] = "compile=True (tok/s) | compiled / KV cache"
+        lines += [
+            f"Generation, {L} layers x {C} wide ({H} heads), {args.gen_prompts} prompts of {task.prompt_len} "
+            f"tokens in parallel, no end token; completion tokens/s, best of {args.repeats}:",
+            "",
+            "| new tokens | KV cache (tok/s) | full recompute (tok/s) | KV-cache speedup | same tokens |"
+            + "".join(f" {heads[name]} |" for name in extra),
+            "|---:|---:|---:|---:|:---:|" + "---:|---:|" * len(extra),
+        ]
+        for r in gen:
+            s = r["tok_s"]
+            line = f"| {r['T']} | {s['cache']:,.0f} | {s['recompute']:,.0f} | {s['cache'] / s['recompute']:.1f}x "
+            line += f"| {'yes' if r['same'] else 'no'} |"
+            if "before" in s:
+                line += f" {s['before']:,.0f} | {s['cache'] / s['before']:.2f}x |"
+            if "compiled" in s:
+                line += f" {s['compiled']:,.0f} | {s['compiled'] / s['cache']:.2f}x |"
+            lines.append(line)
+        if device == "cuda":  # in fp32 on a CPU the two paths agree exactly (tests/test_model.py)
+            lines += ["", "(bf16: the cached and the recomputed attention round differently, so tokens may differ)"]
+        print("\n".join(lines), flush=True)
 
-    # the rollout beside the update, at the fixed shapes: now, and before / compiled where asked
-    names = {"cache": "now", "before": f"at {args.baseline}", "compiled": "compile=True"}
-    part += [
-        "",
-        "Rollout beside update at the fixed shapes, from the same steps: completion tokens/s (generated, or "
-        "trained on) and FLOP/s over the matmul's; the step with that rollout. Rollout variants: "
-        + ", ".join(f"{names[n]}" for n in all_rows[shapes[0]]),
-        "",
-        "| model | B x G x T | rollout | rollout (s) | rollout tok/s | rollout FLOP/s / matmul | update (s) "
-        "| update FLOP/s / matmul | step (s) | step FLOP/s / matmul | rollout tok/s / now's |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for s in fixed:
-        nl, ne, nh, B, G, T = s
-        now = all_rows[s]["cache"]
-        for name, r in all_rows[s].items():
+        # --- 2. GRPO steps by phase
+        shapes = list(dict.fromkeys([shape, *fixed]))  # the bench model first, no duplicates
+        all_rows = {s: bench_grpo(s, task, tok, args, device, ctx, matmul, peak, base) for s in shapes}
+        rows = [r["cache"] for r in all_rows.values()]
+        mfu_head = " MFU step / update |" if peak else ""
+        part = [
+            "",
+            f"One GRPO step (mu = 1, beta = 0.04), seconds by phase, best of {args.repeats} after a warm-up step; "
+            f"prompts of {task.prompt_len} tokens; reference: a {matmul_n}x{matmul_n} fp32 matmul at "
+            f"{matmul / 1e9:,.1f} GFLOP/s on this device:",
+            "",
+            "| model | B x G x T | params | rollout | reward | ref log-probs | update | step (s) | completions/s "
+            f"| step GFLOP | step FLOP/s / matmul FLOP/s |{mfu_head}",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if peak else ""),
+        ]
+        for r in rows:
+            nl, ne, nh, B, G, T = r["shape"]
             p = r["phases"]
+            mfu = f" {r['mfu']:.1%} / {r['update_mfu']:.1%} |" if peak else ""
             part.append(
-                f"| {nl} x {ne} | {B} x {G} x {T} | {names[name]} | {p['rollout']:.3f} | {r['rollout_tok_s']:,.0f} "
-                f"| {r['rollout_of_matmul']:.1%} | {p['update']:.3f} | {r['update_of_matmul']:.1%} "
-                f"| {r['step_s']:.3f} | {r['of_matmul']:.1%} | {r['rollout_tok_s'] / now['rollout_tok_s']:.2f}x |"
+                f"| {nl} x {ne} ({nh} heads) | {B} x {G} x {T} | {r['params'] / 1e6:.2f}M | {p['rollout']:.3f} "
+                f"| {p['reward']:.3f} | {p['ref log-probs']:.3f} | {p['update']:.3f} | {r['step_s']:.3f} "
+                f"| {r['completions_s']:,.1f} | {r['gflop']:,.2f} | {r['of_matmul']:.1%} |{mfu}"
             )
-    print("\n".join(part), flush=True)
-    lines += part
+        if device == "cuda" and not peak:
+            part.append(f"\n(no MFU: {torch.cuda.get_device_name()} is not in the peak table)")
+
+        # the rollout beside the update, at the fixed shapes: now, and before / compiled where asked
+        names = {"cache": "now", "before": f"at {args.baseline}", "compiled": "compile=True"}
+        part += [
+            "",
+            "Rollout beside update at the fixed shapes, from the same steps: completion tokens/s (generated, or "
+            "trained on) and FLOP/s over the matmul's; the step with that rollout. Rollout variants: "
+            + ", ".join(f"{names[n]}" for n in all_rows[shapes[0]]),
+            "",
+            "| model | B x G x T | rollout | rollout (s) | rollout tok/s | rollout FLOP/s / matmul | update (s) "
+            "| update FLOP/s / matmul | step (s) | step FLOP/s / matmul | rollout tok/s / now's |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for s in fixed:
+            nl, ne, nh, B, G, T = s
+            now = all_rows[s]["cache"]
+            for name, r in all_rows[s].items():
+                p = r["phases"]
+                part.append(
+                    f"| {nl} x {ne} | {B} x {G} x {T} | {names[name]} | {p['rollout']:.3f} | {r['rollout_tok_s']:,.0f} "
+                    f"| {r['rollout_of_matmul']:.1%} | {p['update']:.3f} | {r['update_of_matmul']:.1%} "
+                    f"| {r['step_s']:.3f} | {r['of_matmul']:.1%} | {r['rollout_tok_s'] / now['rollout_tok_s']:.2f}x |"
+                )
+        print("\n".join(part), flush=True)
+        lines += part
 
     # --- 3. memory, GRPO vs PPO
     mem = bench_memory(shape, task, tok, args, device, ctx)
