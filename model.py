@@ -11,6 +11,8 @@ What is added for RL:
     allocated once for prompt + completion and written in place; generate(compile=True) runs the
     per-token step through torch.compile (CUDA graphs on CUDA).
   - GPT.logprobs: the training-time forward, per-token log-probs of given completion tokens, with grad.
+  - completion_logprobs_chunked: the same without the (N, T, V) logits, the output layer over chunks of
+    positions, each recomputed in the backward (train_grpo.py --logits-chunk-size, docs/memory.md).
   - Prompts of different lengths: left_pad() them and pass the attention mask to forward, generate and
     completion_logprobs; position ids count real tokens only (mask.cumsum - 1, as Hugging Face's
     generate), pad keys are masked out, so a padded row gets the tokens and log-probs it would get alone.

@@ -7,6 +7,7 @@ GRPO training driver: SFT -> GRPO on a small character-level GPT (or a model you
     torchrun --standalone --nproc_per_node=2 train_grpo.py # data-parallel (gloo on CPU, nccl on CUDA)
     python train_grpo.py --init-from ../nanoGPT/out-shakespeare-char/ckpt.pt --task shakespeare
     python train_grpo.py --init-from gpt2 --task jsonl:qa.jsonl --device cuda   # GPT-2 weights, your data
+    python train_grpo.py --init-from gpt2 --task jsonl:qa.jsonl --micro-batch-size 8 --logits-chunk-size 1024
     python train_grpo.py --task examples/reverse_task.py:ReverseTask          # your own task class
 
 With no <out-dir>/policy.pth (default out/<task>) the SFT policy is trained first and saved there; it is
