@@ -215,7 +215,9 @@ torch.manual_seed(args.seed)
 # -----------------------------------------------------------------------------
 # data and models
 
-T = args.max_new_tokens or task.max_new_tokens
+if args.max_new_tokens:  # one horizon for the rollouts and the held-out evaluation (evaluate reads the task's)
+    task.max_new_tokens = args.max_new_tokens
+T = task.max_new_tokens
 try:
     policy, tok, sft_info = load_policy(task, args, device, master, log=print0)
 except (CheckpointError, InitError, TaskError) as e:
