@@ -450,7 +450,7 @@ for step in pbar:
             with train_model.no_sync() if ddp and k < len(micro) - 1 else nullcontext():
                 with ctx:  # through the DDP wrapper, so that backward all-reduces the gradients
                     logp, out = logprobs(train_model, seq[m], P, pmask[m])  # (M, T), logits (M, T, V) or H (M, T)
-                H = out if args.logits_chunk_size else None  # (M, T) the chunked head's entropy, with gradient
+                H = out if args.logits_chunk_size else None  # (M, T) the chunked head's entropy (grad: bonus)
                 if it == 0:
                     H_col = token_entropy(out.detach()) if H is None else H.detach()  # (M, T), every real token
                     entropies.append(((H_col * mask[m]).sum() / mask[m].sum().clamp(min=1)).item())
