@@ -9,6 +9,7 @@ bench.py: how fast nanoGRPO runs on this machine, and how much memory GRPO saves
     python bench.py --compile             # adds generate(compile=True) (torch.compile of the decode step)
     python bench.py --rss                 # adds the peak RSS of train_grpo.py at a 50,000-character vocabulary
     python bench.py --memory-only --rss   # the memory tables only (docs/memory.md's command)
+    python bench.py --rss-only            # the peak-RSS runs only
 
 Prints markdown tables (and writes them to --out):
   1. Generation: completion tokens/s of model.generate with the KV cache (use_cache=True) and with
@@ -505,11 +506,22 @@ def bench_head_steps(shapes, task, tok, args, device, ctx):
 RSS_QA = [(f"{a}+{b}=", str(a + b)) for a in range(10) for b in range(10)]  # JSONL rows of the RSS run
 
 
+# runs train_grpo.py and prints the peak RSS (KiB) of that child: a child forked from this small process, not
+# from bench.py, whose high-water mark a forked child would inherit (Linux carries it across exec)
+RSS_WRAPPER = (
+    "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
+)
+RSS_FLAGS = [[], ["--micro-batch-size", "8"], ["--micro-batch-size", "8", "--logits-chunk-size", "256"]]
+
+
 def bench_rss(args, work):
     """The issue's measurement: train_grpo.py for two GRPO steps (B 8, G 8, --max-new-tokens 128) from a random
-    4 x 128 nanoGPT-format checkpoint over a --rss-vocab character vocabulary, on a JSONL task, with and without
-    --micro-batch-size 8 (and the chunked head). Returns {flags: (peak RSS bytes of the process, its trace)}: the
-    peak resident memory of that train_grpo.py process (os.wait4's ru_maxrss), the gradients of its updates."""
+    4 x 128 nanoGPT-format checkpoint over a --rss-vocab character vocabulary, on a JSONL task, with each of
+    RSS_FLAGS. The random model earns no reward, so its advantages and (pi_theta = pi_ref) KL gradient are 0: the
+    gradients are compared on one more step of each with --entropy-coef 0.01, whose bonus has a gradient.
+    Returns {flags: (peak RSS bytes of the two-step process, the bonus run's trace, its logged loss)}."""
+    import csv
     import json
     import pickle
 
@@ -525,21 +537,25 @@ def bench_rss(args, work):
     data = os.path.join(work, "qa.jsonl")
     with open(data, "w") as f:
         f.writelines(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in RSS_QA)
+    root = os.path.dirname(os.path.abspath(__file__))
     runs = {}
-    for extra in ([], ["--micro-batch-size", "8"], ["--micro-batch-size", "8", "--logits-chunk-size", "256"]):
-        out = os.path.join(work, "run" + "".join(extra).replace("-", "_"))
-        cmd = [sys.executable, "train_grpo.py", "--init-from", ckpt, "--meta", os.path.join(work, "meta.pkl")]
-        cmd += ["--task", f"jsonl:{data}", "--batch-size", "8", "--group-size", "8", "--max-new-tokens", "128"]
-        cmd += ["--steps", "2", "--out-dir", out, "--log", os.path.join(out, "g.csv"), "--no-progress", "--device"]
-        cmd += ["cpu", "--debug-trace", os.path.join(out, "t.pt"), *extra]
-        root = os.path.dirname(os.path.abspath(__file__))
-        p = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        err = p.stderr.read()
-        _, status, usage = os.wait4(p.pid, 0)  # this child's own peak resident set
-        if status != 0:
-            raise SystemExit(f"bench.py --rss: {shlex.join(cmd)} failed:\n{err[-2000:]}")
-        trace = [x for x in torch.load(os.path.join(out, "t.pt"), weights_only=True) if "grads" in x]
-        runs[" ".join(extra)] = (usage.ru_maxrss * 1024, trace)  # ru_maxrss is in KiB on Linux
+    for extra in RSS_FLAGS:
+        out = {}
+        for kind, more in (("rss", ["--steps", "2"]), ("grad", ["--steps", "1", "--entropy-coef", "0.01"])):
+            d = os.path.join(work, kind + "".join(extra).replace("-", "_"))
+            cmd = [sys.executable, "train_grpo.py", "--init-from", ckpt, "--meta", os.path.join(work, "meta.pkl")]
+            cmd += ["--task", f"jsonl:{data}", "--batch-size", "8", "--group-size", "8", "--max-new-tokens", "128"]
+            cmd += ["--out-dir", d, "--log", os.path.join(d, "g.csv"), "--no-progress", "--device", "cpu"]
+            cmd += ["--debug-trace", os.path.join(d, "t.pt"), *more, *extra]
+            p = subprocess.run([sys.executable, "-c", RSS_WRAPPER, *cmd], cwd=root, capture_output=True, text=True)
+            if p.returncode != 0:
+                raise SystemExit(f"bench.py --rss: {shlex.join(cmd)} failed:\n{p.stderr[-2000:]}")
+            out[kind] = int(p.stdout.split()[-1]) * 1024  # ru_maxrss is in KiB on Linux
+            if kind == "grad":
+                out["trace"] = [x for x in torch.load(os.path.join(d, "t.pt"), weights_only=True) if "grads" in x]
+                with open(os.path.join(d, "g.csv"), newline="") as f:
+                    out["loss"] = float(list(csv.DictReader(f))[1]["loss"])
+        runs[" ".join(extra)] = (out["rss"], out["trace"], out["loss"])
     return runs
 
 
@@ -577,6 +593,7 @@ def main():
     )
     parser.add_argument("--compile", action="store_true", help="also time generate(compile=True) (torch.compile)")
     parser.add_argument("--memory-only", action="store_true", help="only the memory tables (3, 4 and --rss)")
+    parser.add_argument("--rss-only", action="store_true", help="only the peak-RSS runs (5)")
     parser.add_argument("--vocab", type=at_least(2), default=50257, help="vocabulary of the large-vocabulary table")
     parser.add_argument(
         "--vocab-tokens", type=at_least(1), default=128, help="large-vocabulary table: completion tokens T"
@@ -620,7 +637,7 @@ def main():
         "",
     ]
 
-    if not args.memory_only:  # 1 and 2: the speed tables
+    if not (args.memory_only or args.rss_only):  # 1 and 2: the speed tables
         # --- 1. generation
         base = None if args.baseline is None else load_baseline(args.baseline)
         matmul = matmul_flops(device, matmul_n, max(args.repeats, 3))
@@ -704,73 +721,75 @@ def main():
         print("\n".join(part), flush=True)
         lines += part
 
-    # --- 3. memory, GRPO vs PPO
-    mem = bench_memory(shape, task, tok, args, device, ctx)
     mib = 2**20
-    what = (
-        "torch.cuda.max_memory_allocated"
-        if device == "cuda"
-        else "the peak of PyTorch's CPU allocator live bytes, from torch.profiler(profile_memory=True) events"
-    )
-    part = [
-        "",
-        f"Memory, {L} x {C} model, {shape[3]} x {shape[4]} x {shape[5]}: peak live tensor bytes while building "
-        f"the models and taking two steps ({what}), and the parameters + gradients + Adam state held:",
-        "",
-        "| method | models held | params + grads + Adam (MiB) | peak (MiB) |",
-        "|---|---|---:|---:|",
-    ]
-    held = {"GRPO": "policy, reference", "PPO": "policy, reference, value"}
-    for name, m in mem.items():
-        part.append(f"| {name} | {held[name]} | {m['state'] / mib:.2f} | {m['peak'] / mib:.2f} |")
-    g, p = mem["GRPO"], mem["PPO"]
-    part.append(f"| GRPO / PPO | | {g['state'] / p['state']:.2f}x | {g['peak'] / p['peak']:.2f}x |")
-    print("\n".join(part), flush=True)
-    lines += part
-
-    # --- 4. a large vocabulary: the update's memory with micro-batches and the chunked head
-    big = (L, C, H, shape[3], shape[4], args.vocab_tokens)
-    vocab_rows = bench_large_vocab(big, args, device, ctx, task.prompt_len)
-    steps = bench_head_steps(fixed, task, tok, args, device, ctx)
-    today = vocab_rows[0]
-    part = [
-        "",
-        f"Memory of one update at V = {args.vocab:,}, {L} x {C} model, {big[3]} x {big[4]} x {big[5]} (prompts of "
-        f"{task.prompt_len} tokens): peak live tensor bytes of the reference log-probs + one update ({what}; "
-        f"random tokens and rewards, after a warm-up update), its seconds (best of {args.repeats}), and the "
-        "seconds of one whole GRPO step at the fixed shapes (char vocabulary, rollout included, variants "
-        "interleaved):",
-        "",
-        "| update | peak (MiB) | peak / today's | update (s) |"
-        + "".join(f" step {s[0]} x {s[1]}, {s[3]} x {s[4]} x {s[5]} (s) |" for s in fixed),
-        "|---|---:|---:|---:|" + "---:|" * len(fixed),
-    ]
-    for r in vocab_rows:
-        part.append(
-            f"| {r['name']} | {r['peak'] / mib:,.1f} | {r['peak'] / today['peak']:.3f} | {r['seconds']:.2f} |"
-            + "".join(f" {steps[s][r['name']]:.3f} |" for s in fixed)
+    if not args.rss_only:  # 3 and 4
+        # --- 3. memory, GRPO vs PPO
+        mem = bench_memory(shape, task, tok, args, device, ctx)
+        what = (
+            "torch.cuda.max_memory_allocated"
+            if device == "cuda"
+            else "the peak of PyTorch's CPU allocator live bytes, from torch.profiler(profile_memory=True) events"
         )
-    print("\n".join(part), flush=True)
-    lines += part
-
-    # --- 5. the whole process: peak RSS of train_grpo.py from a large-vocabulary checkpoint
-    if args.rss:
-        with tempfile.TemporaryDirectory() as work:
-            runs = bench_rss(args, work)
-        base_rss, base_trace = runs[""]
         part = [
             "",
-            f"Peak RSS of `train_grpo.py` (os.wait4's ru_maxrss), two GRPO steps, B 8, G 8, --max-new-tokens 128, "
-            f"from a random 4 x 128 nanoGPT-format checkpoint over {args.rss_vocab:,} characters, a JSONL task, "
-            "--device cpu; the gradients of its updates against the run without the flags:",
+            f"Memory, {L} x {C} model, {shape[3]} x {shape[4]} x {shape[5]}: peak live tensor bytes while building "
+            f"the models and taking two steps ({what}), and the parameters + gradients + Adam state held:",
             "",
-            "| flags | peak RSS (MiB) | / without | gradients: max abs diff / max abs |",
-            "|---|---:|---:|---:|",
+            "| method | models held | params + grads + Adam (MiB) | peak (MiB) |",
+            "|---|---|---:|---:|",
         ]
-        for flags, (rss, trace) in runs.items():
+        held = {"GRPO": "policy, reference", "PPO": "policy, reference, value"}
+        for name, m in mem.items():
+            part.append(f"| {name} | {held[name]} | {m['state'] / mib:.2f} | {m['peak'] / mib:.2f} |")
+        g, p = mem["GRPO"], mem["PPO"]
+        part.append(f"| GRPO / PPO | | {g['state'] / p['state']:.2f}x | {g['peak'] / p['peak']:.2f}x |")
+        print("\n".join(part), flush=True)
+        lines += part
+
+        # --- 4. a large vocabulary: the update's memory with micro-batches and the chunked head
+        big = (L, C, H, shape[3], shape[4], args.vocab_tokens)
+        vocab_rows = bench_large_vocab(big, args, device, ctx, task.prompt_len)
+        steps = bench_head_steps(fixed, task, tok, args, device, ctx)
+        today = vocab_rows[0]
+        part = [
+            "",
+            f"Memory of one update at V = {args.vocab:,}, {L} x {C} model, {big[3]} x {big[4]} x {big[5]} (prompts of "
+            f"{task.prompt_len} tokens): peak live tensor bytes of the reference log-probs + one update ({what}; "
+            f"random tokens and rewards, after a warm-up update), its seconds (best of {args.repeats}), and the "
+            "seconds of one whole GRPO step at the fixed shapes (char vocabulary, rollout included, variants "
+            "interleaved):",
+            "",
+            "| update | peak (MiB) | peak / today's | update (s) |"
+            + "".join(f" step {s[0]} x {s[1]}, {s[3]} x {s[4]} x {s[5]} (s) |" for s in fixed),
+            "|---|---:|---:|---:|" + "---:|" * len(fixed),
+        ]
+        for r in vocab_rows:
+            part.append(
+                f"| {r['name']} | {r['peak'] / mib:,.1f} | {r['peak'] / today['peak']:.3f} | {r['seconds']:.2f} |"
+                + "".join(f" {steps[s][r['name']]:.3f} |" for s in fixed)
+            )
+        print("\n".join(part), flush=True)
+        lines += part
+
+    # --- 5. the whole process: peak RSS of train_grpo.py from a large-vocabulary checkpoint
+    if args.rss or args.rss_only:
+        with tempfile.TemporaryDirectory() as work:
+            runs = bench_rss(args, work)
+        base_rss, base_trace, base_loss = runs[""]
+        part = [
+            "",
+            f"Peak RSS of `train_grpo.py` (ru_maxrss), two GRPO steps, B 8, G 8, --max-new-tokens 128, from a random "
+            f"4 x 128 nanoGPT-format checkpoint over {args.rss_vocab:,} characters, a JSONL task, --device cpu; and, "
+            "from one step of each with --entropy-coef 0.01 (the random model earns no reward: without the bonus "
+            "every gradient is 0), the gradients and the logged loss against the run without the flags:",
+            "",
+            "| flags | peak RSS (MiB) | / without | gradients: max abs diff / max abs | loss (--entropy-coef 0.01) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for flags, (rss, trace, loss) in runs.items():
             part.append(
                 f"| {flags or '(none)'} | {rss / mib:,.0f} | {rss / base_rss:.3f} "
-                f"| {max_rel_diff(base_trace, trace):.1e} |"
+                f"| {max_rel_diff(base_trace, trace):.1e} | {loss:.7g} |"
             )
         print("\n".join(part), flush=True)
         lines += part
