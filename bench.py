@@ -794,7 +794,7 @@ def main():
         print("\n".join(part), flush=True)
         lines += part
     lines += ["", f"bench.py took {time.time() - t_start:.0f} s."]
-    print(lines[-1], flush=True)
+    print("\n".join(lines[-2:]), flush=True)
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")
