@@ -48,6 +48,9 @@ rank's), held-out from its evaluate. The chain task's (utils/tasks.py ChainTask)
                 --dynamic-sampling B x (1 - frac_zero_std), with it the groups kept, 0 when no draw had one
   skipped       1 if the step was skipped because a loss or gradient was NaN or inf: none of its
                 updates was applied (loss and grad_norm are then empty)
+Beside the CSV, <log stem>_rollouts.jsonl holds a few whole groups of step 1 and of every --eval-every step
+token by token (log-probs, k3 KL, entropy, masks, rewards, advantages): utils/rollouts.py defines it,
+view.py draws it.
 """
 
 import csv
@@ -124,12 +127,11 @@ def write_samples(path, step, prompts, completions, rewards, k=4):
 
 
 def read_csv(path):
-    """Rows of a metrics CSV as a dict of column -> list of floats (None where empty)."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        cols = {c: [] for c in (reader.fieldnames or [])}
-        for row in reader:
-            for c in cols:
-                v = row.get(c, "")
-                cols[c].append(float(v) if v not in ("", None) else None)
-    return cols
+    """Rows of a metrics CSV as a dict of column -> list of floats (None where empty, nan where it says nan)."""
+    import pandas as pd  # here, not at the top: the drivers import this module and never read a CSV
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)  # every cell as written: "" stays ""
+    except pd.errors.EmptyDataError:  # not even a header
+        return {}
+    return {c: [float(v) if v != "" else None for v in df[c]] for c in df.columns}
