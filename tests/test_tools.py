@@ -440,3 +440,26 @@ def test_the_example_tool_task(tmp_path):
     assert p.returncode == 0, p.stderr
     r = rows(tmp_path / "g.csv")
     assert [x["step"] for x in r] == ["0", "1", "2"] and all(x["env_frac"] != "" for x in r[1:])
+
+
+def test_chain_error_kinds():
+    """tools/chain_errors.py sorts wrong completions by hand-checked kind (the scoping run's three examples
+    among them). Bug: a right answer counted wrong, or a kind read from the wrong step."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from chain_errors import chain_error
+
+    p = "9*7+1*3+8="  # 63, 64, 192, 200
+    cases = {
+        "<9*7#63;63+1#64;64*3#192;192+8#200>200|": None,
+        "200|": None,
+        "<9*7#63;63+1=64;64*3#192;192+8#200>200": "truncated",
+        "201|": "direct",
+        "<9*7#63;63+1#64>3>3>32|": "malformed",
+        "<9*7#63;63+1#64;64*3#192>192|": "steps",
+        "<9*7#63;63+2#65;65*3#195;195+8#203>203|": "steps",
+        "<9*7#63;73+1#74;74*3#222;222+8#230>230|": "carry",
+        "<9*7#63;63+1=65;65*3#195;195+8#203>203|": "head_math",
+        "<9*7#?;63+1#64;64*3#192;192+8#200>201|": "tool_error",
+        "<9*7#63;63+1#64;64*3#192;192+8#200>209|": "answer_copy",
+    }
+    assert {c: chain_error(p, c) for c in cases} == cases
