@@ -22,14 +22,14 @@ from utils.tasks import chain_answer, chain_steps, complete, load_task, thinks  
 KINDS = {
     "truncated": "no end token within max_new_tokens",
     "direct": "a direct answer, wrong",
-    "malformed": "a scratchpad that does not parse (a step without '=' or '#', a '>' twice, ...)",
+    "malformed": "a scratchpad that does not parse (a step without '=' or '#', '+5=' without its operand, ...)",
     "steps": "the steps of another chain: a step skipped, added, or an operand or operator of the prompt miscopied",
-    "carry": "a step starts from another value than the one the step before wrote (its result or the reply)",
+    "carry": "a step writes another left operand than the value the step before wrote (its result or the reply)",
     "head_math": "a step worked in the head with a wrong result",
     "tool_error": "the calculator answered '?' (a malformed call; the control's calculator is off)",
     "answer_copy": "the final answer differs from the last step's result",
 }
-_STEP = re.compile(r"^(\d+)([*+])(\d+)([=#])(\d+|\?)$")
+_STEP = re.compile(r"^(\d*)([*+])(\d+)([=#])(\d+|\?)$")
 
 
 def chain_error(prompt, completion):
@@ -51,10 +51,13 @@ def chain_error(prompt, completion):
     prev = re.match(r"\d+", prompt)[0]  # the chain's first number
     for w, (expr, _) in zip(written, steps, strict=True):
         a, op, b, kind, v = w.groups()
+        if not a and kind == "=":  # "+5=26": only the calculator continues from the last number
+            return "malformed"
         if (op, b) != re.match(r"\d+([*+])(\d+)$", expr).groups():
             return "steps"
-        if a != prev:
+        if a and a != prev:  # no a: a call "+5#" that continues from prev
             return "carry"
+        a = a or prev
         if v == "?":
             return "tool_error"
         if kind == "=" and int(v) != (int(a) * int(b) if op == "*" else int(a) + int(b)):
