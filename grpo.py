@@ -91,6 +91,8 @@ delta: two-sided clipping (INTELLECT-2, arXiv:2505.07291):
     For A_i < 0 the min keeps the unclipped side as r grows: a token whose probability exploded gives a loss
     r * |A_i|, unbounded; capped, at most delta * |A_i| (and no gradient). For A_i > 0 the min already takes
     the clipped side for every r > 1 + eps_high, and delta lies above that: nothing changes there.
+    In stats such a token (A_i < 0, r > delta) counts in clip_frac_delta and in clip_frac: like a clipped
+    token it has no gradient.
 top_entropy_quantile rho (Wang et al. 2025, "Beyond the 80/20 Rule", arXiv:2506.01939): the policy gradient
 only on the high-entropy "forking" tokens, the top rho (0.2 in the paper) of the batch's real tokens:
 
@@ -332,19 +334,24 @@ def grpo_loss(
     # diagnostics, masked means over real tokens
     with torch.no_grad():
         n = mask.sum().clamp(min=1)
+        capped = torch.zeros_like(ratio)  # delta: A < 0 and the ratio above the cap, no gradient either
         if loss_type == "cispo":  # the weight was capped; the token keeps its gradient
             clipped_low = torch.zeros_like(ratio)
             clipped_high = (ratio > cispo_eps_max).float()
         else:
             clipped_low = ((ratio < 1 - eps_low) & (A < 0)).float()  # clip is active: no gradient
             clipped_high = ((ratio > 1 + eps_high) & (A > 0)).float()
+            if delta is not None:
+                capped = ((ratio > delta) & (A < 0)).float()
         stats = {
             "clip_frac_low": (clipped_low * mask).sum() / n,
             "clip_frac_high": (clipped_high * mask).sum() / n,
-            "clip_frac": ((clipped_low + clipped_high) * mask).sum() / n,
+            "clip_frac": ((clipped_low + clipped_high + capped) * mask).sum() / n,  # disjoint: each kills a gradient
             "ratio_mean": (ratio * mask).sum() / n,
             "pg_loss": (pg_loss * mask).sum() / n,
         }
+        if delta is not None:
+            stats["clip_frac_delta"] = (capped * mask).sum() / n
         if ref_logp is not None:
             stats["kl"] = (kl * mask).sum() / n
     return loss, stats

@@ -8,7 +8,8 @@ Draw metric curves from the drivers' CSV logs into a labelled PNG.
 
 One curve per CSV, labelled by the file name. CSVs named <name>_seed<k>.csv are one method run with
 several seeds: they become one curve, the mean over seeds, with a band of +-1 standard deviation.
-Empty cells (eval_acc on steps without evaluation) are skipped, not drawn as zero.
+Empty and nan cells (eval_acc on steps without evaluation) are skipped, not drawn as zero. Read, smoothed
+and averaged over seeds with pandas.
 """
 
 import argparse
@@ -20,9 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from utils.metrics import read_csv  # noqa: E402
+import pandas as pd  # noqa: E402
 
 LABELS = {
     "mean_r": "mean reward",
@@ -53,30 +52,26 @@ class PlotError(Exception):
 
 
 def load(path):
+    """A metrics CSV as a DataFrame (empty and nan cells read as NaN)."""
     if not os.path.exists(path):
         raise PlotError(f"{path} not found")
-    cols = read_csv(path)
-    if not cols or not cols.get("step"):
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise PlotError(f"{path} is empty (no header or no rows)") from None
+    if df.empty or "step" not in df.columns:
         raise PlotError(f"{path} is empty (no header or no rows)")
-    return cols
+    return df
 
 
-def series(cols, metric, x):
-    """(xs, ys) with the rows where both are present."""
-    pairs = [(a, b) for a, b in zip(cols[x], cols[metric], strict=True) if a is not None and b is not None]
-    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+def series(df, metric, x):
+    """`metric` indexed by `x`, on the rows where both are present."""
+    return df[[x, metric]].dropna().set_index(x)[metric]
 
 
 def smooth(y, n):
     """Trailing moving average over n points (the first points average what exists)."""
-    if n <= 1 or len(y) == 0:
-        return y
-    c = np.cumsum(np.insert(y, 0, 0.0))
-    out = np.empty_like(y, dtype=float)
-    for i in range(len(y)):
-        lo = max(0, i + 1 - n)
-        out[i] = (c[i + 1] - c[lo]) / (i + 1 - lo)
-    return out
+    return y.rolling(n, min_periods=1).mean() if n > 1 else y
 
 
 def group_runs(paths):
@@ -93,10 +88,10 @@ def plot_curves(paths, metric, out=None, smooth_n=1, x="step", title=None, label
     group) in paths; returns the PNG path."""
     metrics = [metric] if isinstance(metric, str) else list(metric)
     data = {p: load(p) for p in paths}
-    for p, cols in data.items():
+    for p, df in data.items():
         for m in (*metrics, x):
-            if m not in cols:
-                raise PlotError(f"unknown metric {m!r} in {p}; it has: {', '.join(cols)}")
+            if m not in df.columns:
+                raise PlotError(f"unknown metric {m!r} in {p}; it has: {', '.join(df.columns)}")
     groups = group_runs(paths)
     if labels and len(labels) != len(groups):
         raise PlotError(f"{len(labels)} --labels for {len(groups)} curves")
@@ -120,22 +115,21 @@ def draw(ax, data, groups, metric, x, smooth_n, labels, title):
     for i, (label, ps) in enumerate(groups.items()):
         name = labels[i] if labels else label
         runs = [series(data[p], metric, x) for p in ps]
-        if x == "step" and len(runs) > 1:  # seeds: mean and +-1 std over the common steps
-            n = min(len(r[1]) for r in runs)
-            ys = np.stack([smooth(r[1][:n], smooth_n) for r in runs])
-            mean, std = ys.mean(0), ys.std(0)
-            (line,) = ax.plot(runs[0][0][:n], mean, label=f"{name} (mean of {len(runs)} seeds)")
-            ax.fill_between(runs[0][0][:n], mean - std, mean + std, alpha=0.2, color=line.get_color())
+        if x == "step" and len(runs) > 1:  # seeds: mean and +-1 std (population, ddof 0) over the common steps
+            ys = pd.concat([smooth(r, smooth_n) for r in runs], axis=1, join="inner")  # (steps, seeds)
+            mean, std = ys.mean(axis=1), ys.std(axis=1, ddof=0)
+            (line,) = ax.plot(ys.index, mean, label=f"{name} (mean of {len(runs)} seeds)")
+            ax.fill_between(ys.index, mean - std, mean + std, alpha=0.2, color=line.get_color())
         else:  # one run, or seeds against another x (their x values differ): one colour per group
             color = None
-            for j, (xs, ys) in enumerate(runs):
+            for j, ys in enumerate(runs):
                 seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
                 kw = {
                     "label": name + seeds if j == 0 else None,
                     "color": color,
                     "alpha": 1.0 if len(runs) == 1 else 0.7,
                 }
-                (line,) = ax.plot(xs, smooth(ys, smooth_n), marker="." if x != "step" else None, **kw)
+                (line,) = ax.plot(ys.index, smooth(ys, smooth_n), marker="." if x != "step" else None, **kw)
                 color = line.get_color()
     ax.set_xlabel(LABELS.get(x, x))
     ax.set_ylabel(LABELS.get(metric, metric))

@@ -66,6 +66,17 @@ from utils.common import (
 )
 from utils.init_from import InitError
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
+from utils.rollouts import (
+    add_rollout_args,
+    append_rollouts,
+    require_wandb,
+    rollout_record,
+    rollouts_path,
+    run_config,
+    start_rollouts,
+    token_stats,
+    wandb_rollout_table,
+)
 from utils.sft import add_init_args, add_model_args, check_model_config, load_policy
 from utils.tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward, trigger_id
 
@@ -152,6 +163,7 @@ parser.add_argument(
 )
 parser.add_argument("--grad-clip", type=positive(), default=1.0, help="clip the gradient's total 2-norm to this")
 add_run_args(parser, "grpo", torchrun=True)
+add_rollout_args(parser)
 parser.add_argument("--debug-trace", default=None, help="tests: save per-update diagnostics and gradients here")
 add_init_args(parser)
 add_model_args(parser)
@@ -170,6 +182,9 @@ if args.entropy_coef < 0:
 eps_high = clip_range(args.importance_level, args.clip_eps, args.clip_eps_high)[1]
 if args.delta is not None and (args.loss_type == "cispo" or args.delta <= 1 + eps_high):
     parser.error(f"--delta must exceed 1 + the upper clip ({1 + eps_high:g}) and is not for --loss-type cispo")
+if args.rollout_groups < 0:
+    parser.error(f"--rollout-groups must be >= 0, got {args.rollout_groups}")
+wandb = require_wandb(fail) if args.wandb else None
 try:
     task = load_task(args.task, args.data)
 except TaskError as e:
@@ -197,7 +212,9 @@ torch.manual_seed(args.seed)
 # -----------------------------------------------------------------------------
 # data and models
 
-T = args.max_new_tokens or task.max_new_tokens
+if args.max_new_tokens:  # one horizon for the rollouts and the held-out evaluation (evaluate reads the task's)
+    task.max_new_tokens = args.max_new_tokens
+T = task.max_new_tokens
 try:
     policy, tok, sft_info = load_policy(task, args, device, master, log=print0)
 except (CheckpointError, InitError, TaskError) as e:
@@ -267,6 +284,12 @@ if master:
         os.remove(samples_path)
     if not args.resume:  # step 0: the starting policy, so every curve starts where RL starts
         logger.log({"step": 0, **sft_eval})
+    rollouts_file = rollouts_path(args.log)  # a few groups token by token, for view.py (utils/rollouts.py)
+    start_rollouts(rollouts_file, resume_step=start_step if args.resume else None)
+    if wandb:
+        wandb.init(project=args.wandb_project, name=args.wandb_run_name, config=vars(args), resume="allow")
+        if not args.resume:
+            wandb.log({"step": 0, **sft_eval}, step=0)
 
 
 def all_mean(x):
@@ -405,6 +428,12 @@ for step in pbar:
     loss_mask = mask  # (n*G, T) the tokens the loss sees
     if args.mask_truncated:  # DAPO overlong filtering: a completion that never ended leaves the loss
         loss_mask = mask * ~truncated(seq[:, P:], tok.eos_id)[:, None]
+    # --- the rollouts file: per-token numbers of a few groups under pi_old, before the update (view.py)
+    shown, n_show = None, min(args.rollout_groups, len(rows)) * G
+    if master and n_show and (step == 1 or step % args.eval_every == 0 or step == args.steps):
+        shown = token_stats(
+            policy, ref if args.beta != 0 else None, seq[:n_show], P, pmask[:n_show], args.temperature, ctx
+        )
     # --- advantages, on the global batch of rewards so that "batch" scale sees every rank's rewards
     r_global, offset = gather(r)  # (B_global*G,) the rewards trained on, every rank's
     adv = group_advantages(r_global, G, scale=args.scale)[offset : offset + r.numel()].to(device)  # (n*G,)
@@ -525,8 +554,22 @@ for step in pbar:
         row.update(evaluate(policy))
         comps = first["texts"]
         write_samples(samples_path, step, [p for p in first["prompts"] for _ in range(G)], comps, first["r"].tolist())
+    if shown is not None:  # the first groups trained on, with the numbers the step's update started from
+        shown_rows, cut = rows[: n_show // G], lambda x, b: x[b * G : (b + 1) * G]  # group b of a draw
+        groups = [(d["prompts"][b], cut(d["texts"], b)) for d, b in shown_rows]
+        parts = {n: [v for d, b in shown_rows for v in cut(d["parts"][n], b)] for n in reward_names}
+        env = torch.cat([cut(d["env_mask"], b) for d, b in shown_rows]) if "env_mask" in first else None  # tools
+        record = rollout_record(
+            step, "grpo", tok, groups, seq[:n_show], P, mask[:n_show] + env, r[:n_show], parts, adv[:n_show], shown,
+            env_mask=env, uses_eos=task.uses_eos,
+        )  # fmt: skip
+        append_rollouts(rollouts_file, {**record, **run_config(args)})
+        if wandb:
+            wandb.log({"rollouts": wandb_rollout_table(wandb, record)}, step=step)
     if master:
         logger.log(row)
+        if wandb:
+            wandb.log({k: v for k, v in row.items() if v != ""}, step=step)
         short = {k: f"{row[k]:.3f}" for k in ("mean_r", "kl", "entropy") if isinstance(row[k], float)}
         if "eval_acc" in row:
             short["acc"] = f"{row['eval_acc']:.3f}"
@@ -571,5 +614,7 @@ if master:
     }
     with open(os.path.join(args.out_dir, "grpo_summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
+    if wandb:
+        wandb.finish()
     print(f"held-out {task.name}: SFT {sft_eval} -> GRPO {final_eval} in {summary['grpo_time_s']}s; log {args.log}")
 compute_cleanup(ddp)

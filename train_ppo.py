@@ -65,7 +65,7 @@ from dataclasses import asdict
 import torch
 from tqdm import tqdm
 
-from grpo import entropy_from_logits
+from grpo import entropy_from_logits, token_entropy
 from model import ValueModel, completion_logprobs
 from ppo import explained_variance, gae, masked_mean, masked_whiten, per_token_rewards, ppo_loss
 from reward_model import DivergedError, add_rm_args, setup_rewards
@@ -73,6 +73,16 @@ from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpo
 from utils.common import add_run_args, at_least, fail, is_finite, lr_at, memory_stats, pick_device, positive
 from utils.init_from import InitError
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
+from utils.rollouts import (
+    add_rollout_args,
+    append_rollouts,
+    require_wandb,
+    rollout_record,
+    rollouts_path,
+    run_config,
+    start_rollouts,
+    wandb_rollout_table,
+)
 from utils.sft import add_init_args, add_model_args, check_model_config, load_policy
 from utils.tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward
 
@@ -122,6 +132,7 @@ parser.add_argument(
 )
 parser.add_argument("--grad-clip", type=positive(), default=1.0, help="clip each model's gradient 2-norm to this")
 add_run_args(parser, "ppo")
+add_rollout_args(parser)
 add_init_args(parser)
 add_model_args(parser)
 add_rm_args(
@@ -153,6 +164,9 @@ if args.kl_coef < 0:
     fail(f"--kl-coef must be >= 0, got {args.kl_coef}")
 if int(os.environ.get("WORLD_SIZE", 1)) > 1:
     fail("train_ppo.py runs in one process; launch it with python, not torchrun")
+if args.rollout_groups < 0:
+    parser.error(f"--rollout-groups must be >= 0, got {args.rollout_groups}")
+wandb = require_wandb(fail) if args.wandb else None
 
 ckpt_path = os.path.join(args.out_dir, "ppo_ckpt.pt")
 if args.resume and not os.path.exists(ckpt_path):
@@ -167,7 +181,9 @@ torch.manual_seed(args.seed)
 # -----------------------------------------------------------------------------
 # data and models
 
-T = args.max_new_tokens or task.max_new_tokens
+if args.max_new_tokens:  # one horizon for the rollouts and the held-out evaluation (evaluate reads the task's)
+    task.max_new_tokens = args.max_new_tokens
+T = task.max_new_tokens
 try:
     policy, tok, sft_info = load_policy(task, args, device)
 except (CheckpointError, InitError, TaskError) as e:
@@ -230,6 +246,12 @@ if not args.resume and os.path.exists(samples_path):
     os.remove(samples_path)
 if not args.resume:  # step 0: the starting policy, so every curve starts where RL starts
     logger.log({"step": 0, **sft_eval})
+rollouts_file = rollouts_path(args.log)  # a few groups token by token, for view.py (utils/rollouts.py)
+start_rollouts(rollouts_file, resume_step=start_step if args.resume else None)
+if wandb:
+    wandb.init(project=args.wandb_project, name=args.wandb_run_name, config=vars(args), resume="allow")
+    if not args.resume:
+        wandb.log({"step": 0, **sft_eval}, step=0)
 
 
 def rollout(prompts, u):
@@ -277,6 +299,7 @@ for step in pbar:
     # --- per-token rewards, GAE, whitening
     rewards, _ = per_token_rewards(scores, old_logp, ref_logp, mask, kl_coef=args.kl_coef)  # (N, T)
     advantages, returns = gae(rewards, old_values, mask, gamma=args.gamma, lam=args.gae_lambda)  # (N, T)
+    adv_gae = advantages  # before whitening (the rollouts file shows both)
     if not args.no_whiten:
         advantages = masked_whiten(advantages, mask)
     explained_var = explained_variance(old_values, returns, mask).item()
@@ -367,7 +390,24 @@ for step in pbar:
     if step % args.eval_every == 0 or step == args.steps:
         row.update(task.evaluate(policy, tok, device))
         write_samples(samples_path, step, prompts_n, texts, scores.tolist())
+    n_show = min(args.rollout_groups, B) * G  # the first groups, token by token (utils/rollouts.py, view.py)
+    if n_show and (step == 1 or step % args.eval_every == 0 or step == args.steps):
+        stats = {"logp": old_logp, "ref_logp": ref_logp, "adv_gae": adv_gae, "value": old_values, "logits": logits}
+        stats = {k: v[:n_show] for k, v in stats.items()}  # the rollout's own numbers, no extra forward
+        d = stats["ref_logp"] - stats["logp"]
+        stats.update(kl=torch.exp(d) - d - 1, entropy=token_entropy(stats.pop("logits")))  # k3, as logged
+        groups = [(prompts[b], texts[b * G : (b + 1) * G]) for b in range(n_show // G)]
+        parts_shown = {n: v[:n_show] for n, v in parts.items()}
+        record = rollout_record(
+            step, "ppo", tok, groups, seq[:n_show], P, mask[:n_show], scores[:n_show], parts_shown,
+            advantages[:n_show], stats, uses_eos=task.uses_eos,
+        )  # fmt: skip
+        append_rollouts(rollouts_file, {**record, **run_config(args)})
+        if wandb:
+            wandb.log({"rollouts": wandb_rollout_table(wandb, record)}, step=step)
     logger.log(row)
+    if wandb:
+        wandb.log({k: v for k, v in row.items() if v != ""}, step=step)
     short = {k: f"{row[k]:.3f}" for k in ("mean_r", "kl", "entropy", "explained_var") if isinstance(row[k], float)}
     if "eval_acc" in row:
         short["acc"] = f"{row['eval_acc']:.3f}"
@@ -415,4 +455,6 @@ summary = {
 }
 with open(os.path.join(args.out_dir, "ppo_summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
+if wandb:
+    wandb.finish()
 print(f"held-out {task.name}: SFT {sft_eval} -> PPO {final_eval} in {summary['ppo_time_s']}s; log {args.log}")

@@ -317,6 +317,21 @@ def test_per_token_logps_equals_cross_entropy():
     assert torch.allclose(per_token_logps(logits, tokens), expected, atol=1e-5)
 
 
+def test_per_token_logps_gradient_equals_log_softmax_gather():
+    """The gradient through the logits is one-hot minus softmax: a detached log-sum-exp (same values) would
+    give one-hot alone, so compare the gradient with a plain log_softmax + gather, and with the formula."""
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 4, 7) * 2).requires_grad_(True)
+    tokens = torch.randint(0, 7, (3, 4))
+    w = torch.randn(3, 4)  # a weighted sum, so every position's gradient is scaled differently
+    (got,) = torch.autograd.grad((per_token_logps(logits, tokens) * w).sum(), logits)
+    plain = F.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    (want,) = torch.autograd.grad((plain * w).sum(), logits)
+    assert torch.allclose(got, want, atol=1e-6)
+    by_hand = (F.one_hot(tokens, 7).float() - F.softmax(logits.detach(), -1)) * w.unsqueeze(-1)
+    assert torch.allclose(got, by_hand, atol=1e-6)
+
+
 def test_entropy_hand_computed_and_loop():
     V = 5
     logits = torch.zeros(1, 2, V)
@@ -604,6 +619,22 @@ def test_delta_caps_the_loss_of_negative_advantages():
         grpo_loss(logp, old, None, neg, ones, beta=0.0, delta=1.2)  # not above 1 + eps_high
     with pytest.raises(ValueError, match="cispo"):
         grpo_loss(logp, old, None, neg, ones, beta=0.0, delta=2.0, loss_type="cispo")
+
+
+def test_clip_frac_counts_tokens_capped_by_delta():
+    """Issue 18: logp 3, old 0, A = -1, delta 2: the ratio e^3 is capped, the token has no gradient, and it
+    counts in clip_frac (and clip_frac_delta); a token below the cap and a token with A > 0 above it do not."""
+    logp = torch.tensor([[3.0], [math.log(1.5)], [3.0]], requires_grad=True)
+    A = torch.tensor([-1.0, -1.0, 1.0])
+    zeros, ones = torch.zeros(3, 1), torch.ones(3, 1)
+    loss, stats = grpo_loss(logp, zeros, None, A, ones, beta=0.0, delta=2.0)
+    (g,) = torch.autograd.grad(loss, logp)
+    assert g[0, 0] == 0 and g[1, 0] != 0 and g[2, 0] == 0  # capped; inside; clipped high (A > 0)
+    assert stats["clip_frac_delta"].item() == pytest.approx(1 / 3)
+    assert stats["clip_frac_high"].item() == pytest.approx(1 / 3) and stats["clip_frac_low"].item() == 0
+    assert stats["clip_frac"].item() == pytest.approx(2 / 3)  # every token without a gradient, once
+    _, alone = grpo_loss(logp[:1], zeros[:1], None, A[:1], ones[:1], beta=0.0, delta=2.0)
+    assert alone["clip_frac"].item() == 1.0
 
 
 def test_truncated_reads_the_end_token_not_the_mask():

@@ -211,6 +211,33 @@ def test_meta_pkl_inconsistent_or_missing(nanogpt, tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_bad_pickles_and_policy_files_fail_in_one_line(nanogpt, tmp_path):
+    """Issue 18: bytes that unpickle to no dict (AttributeError inside pickle), a policy.pth whose chars hold the
+    end token (an assert in CharTokenizer), a model_config of the wrong type (a TypeError in GPT): one line each."""
+    path, _ = nanogpt
+    odd = tmp_path / "odd.pkl"
+    odd.write_bytes(b"K\x01K\x02a.")  # push 1, push 2, APPEND: 1.append(2)
+    with pytest.raises(InitError, match="refused") as e:
+        load_pretrained(path, needs_eos=True, meta=str(odd))
+    errors = [e]
+    tok0 = CharTokenizer("0123456789+=")
+    src = GPT(GPTConfig(vocab_size=tok0.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=32))
+    good = {"model": src.state_dict(), "model_config": asdict(src.config), "task": "t", "chars": tok0.chars}
+    for change, needle in [
+        ({"chars": "0123456789+=|"}, "chars must be"),
+        ({"chars": 12}, "chars must be"),
+        ({"model_config": {**asdict(src.config), "n_layer": "1"}}, "wrong type: n_layer='1'"),
+        ({"model_config": {**asdict(src.config), "bias": 0}}, "wrong type: bias=0"),
+    ]:
+        save_checkpoint({**good, **change}, tmp_path / "p.pth")
+        with pytest.raises(InitError, match=needle) as e:
+            load_pretrained(str(tmp_path / "p.pth"), needs_eos=True)
+        errors.append(e)
+    assert all("\n" not in str(e.value) for e in errors)
+    save_checkpoint({**good, "model_config": {**asdict(src.config), "dropout": 0}}, tmp_path / "p.pth")
+    load_pretrained(str(tmp_path / "p.pth"), needs_eos=True)  # an int where a float goes is fine
+
+
 def test_bad_specs_fail_in_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     errors = []

@@ -255,12 +255,52 @@ def test_jsonl_with_a_heldout_file(tmp_path):
     b.write_text('\n{"prompt": "q9?", "answer": "9", "note": "extra keys are ignored"}\n\n')
     t = load_task(f"jsonl:{a},{b}")
     assert t.train == ["q0?", "q1?", "q2?", "q3?", "q4?"] and t.heldout == ["q9?"]
-    assert t.name == "jsonl_train" and t.max_new_tokens == 1 + 3 and t.block_size == 3 + 4
+    assert t.name.startswith("jsonl_train_") and t.max_new_tokens == 1 + 3 and t.block_size == 3 + 4
     assert t.chars == "012349?q"  # q0?..q4? and q9?
     assert t.sample_prompts(torch.Generator().manual_seed(0), 3) == [
         t.train[i] for i in torch.randint(5, (3,), generator=torch.Generator().manual_seed(0)).tolist()
     ]
     assert t.sft_examples(torch.Generator().manual_seed(0), 1)[0][1].endswith(END)
+
+
+def test_jsonl_name_is_unique_to_its_file(tmp_path):
+    """Two train.jsonl in different folders must not share out/<name> (its policy.pth is trained on the first
+    file's characters); the same file, named by another path, keeps its name."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    a = jsonl(tmp_path / "a" / "train.jsonl", rows_ab(20))
+    b = jsonl(tmp_path / "b" / "train.jsonl", rows_ab(20))
+    na, nb = load_task(f"jsonl:{a}").name, load_task(f"jsonl:{b}").name
+    assert na != nb and na.startswith("jsonl_train_") and nb.startswith("jsonl_train_")
+    assert load_task(f"jsonl:{tmp_path}/a/../a/train.jsonl").name == na
+    c = jsonl(tmp_path / "dev.jsonl", [{"prompt": "z?", "answer": "1"}])
+    assert load_task(f"jsonl:{a},{c}").name not in (na, nb)  # a held-out file: another split, another name
+
+
+def test_jsonl_heldout_prompts_are_not_trained_on(tmp_path, capsys):
+    """A prompt in both files is held out only (eval_acc must not count a trained prompt), and the count is said."""
+    a = jsonl(tmp_path / "train.jsonl", rows_ab(6))
+    b = jsonl(tmp_path / "dev.jsonl", rows_ab(6)[4:] + [{"prompt": "q9?", "answer": "9"}])
+    t = load_task(f"jsonl:{a},{b}")
+    assert t.train == ["q0?", "q1?", "q2?", "q3?"] and t.heldout == ["q4?", "q5?", "q9?"] and t.overlap == 2
+    assert "2 prompts are also in" in capsys.readouterr().out
+    with pytest.raises(TaskError, match="nothing to train on"):
+        load_task(f"jsonl:{b},{b}")
+
+
+def test_data_is_refused_where_nothing_reads_it(tmp_path):
+    """--data for a built-in task that reads no file, or for a class without data_path, is an error, not
+    silently ignored (nor a TypeError traceback)."""
+    for name in ("arithmetic", "chain"):
+        with pytest.raises(TaskError, match=f"--data does not apply to --task {name}"):
+            load_task(name, data=str(tmp_path / "x.txt"))
+    path = write(tmp_path / "no_data.py", USER_TASK.replace("def __init__(self, data_path=None):", "def __init__(self):")
+                 .replace("self.data_path = data_path", "pass"))  # fmt: skip
+    with pytest.raises(TaskError, match="takes no data_path") as e:
+        load_task(f"{path}:Upper", data="d.txt")
+    assert "\n" not in str(e.value)
+    kw = write(tmp_path / "kw_task.py", USER_TASK.replace("def __init__(self, data_path=None):", "def __init__(self, **kw):")
+               .replace("self.data_path = data_path", "self.data_path = kw.get('data_path')"))  # fmt: skip
+    assert load_task(f"{kw}:Upper", data="d.txt").data_path == "d.txt"
 
 
 def test_jsonl_rewards_by_hand(tmp_path):
@@ -455,8 +495,9 @@ def test_complete_pads_prompts_of_different_lengths_exactly():
 
 
 def test_default_evaluate_on_prompts_of_different_lengths(tmp_path):
-    path = jsonl(tmp_path / "rev.jsonl", [{"prompt": w + ">", "answer": w[::-1]} for w in ["ab", "bca", "c", "abc"]])
-    t = load_task(f"jsonl:{path},{path}")  # held out = the same four rows
+    rows = [{"prompt": w + ">", "answer": w[::-1]} for w in ["ab", "bca", "c", "abc"]]
+    path = jsonl(tmp_path / "rev.jsonl", rows + [{"prompt": "cab>", "answer": "bac"}])
+    t = load_task(f"jsonl:{path},{jsonl(tmp_path / 'dev.jsonl', rows)}")  # held out: the four rows
     tok = CharTokenizer(t.chars)
     model = tiny_gpt(tok, t.block_size, seed=2)
     torch.manual_seed(0)  # generate draws (unused) random numbers for greedy decoding too
@@ -503,3 +544,47 @@ def test_example_task_trains_from_scratch(tmp_path):
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert "held-out reverse" in p.stdout and "eval_acc" in (tmp_path / "g.csv").read_text().splitlines()[0]
+
+
+LETTERS_TASK = """
+    from utils.tasks import evaluate_greedy
+
+    def exact(prompts, completions):
+        return [float(c == p + "|") for p, c in zip(prompts, completions)]
+
+    class Letters:
+        name = "letters"
+        chars = "CHARS"
+        max_new_tokens = 8
+        reward_funcs = [("exact", exact, 1.0)]
+        def __init__(self):
+            self.heldout = [self.chars[:2], self.chars[2:4]]
+
+        def sample_prompts(self, g, n):
+            return [self.chars[i : i + 2] for i in torch.randint(10, (n,), generator=g).tolist()]
+
+        def sft_examples(self, g, n):
+            return [(p, p + "|") for p in self.sample_prompts(g, n)]
+
+        def evaluate(self, model, tok, device):  # the horizon the evaluation decoded with, as a column
+            return {**evaluate_greedy(self, model, tok, device), "eval_horizon": float(self.max_new_tokens)}
+"""
+LETTERS_TASK = "import torch\n" + textwrap.dedent(LETTERS_TASK)
+
+
+def test_one_horizon_and_a_policy_of_other_characters_refused(tmp_path):
+    """Issue 18: --max-new-tokens is the held-out evaluation's horizon too (the task's evaluate reads it), and a
+    policy.pth of the same task name and shape but trained on other characters exits 2 in one line."""
+    path = tmp_path / "letters.py"
+    path.write_text(LETTERS_TASK.replace("CHARS", "abcdefghijkl"))
+    common = ["--task", f"{path}:Letters", "--sft-steps", 5, "--steps", 1, "--batch-size", 2, "--group-size", 2]
+    common += ["--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--out-dir", tmp_path / "out", "--no-progress"]
+    p = run("train_grpo.py", *common, "--max-new-tokens", 3, "--log", tmp_path / "g.csv", timeout=120)
+    assert p.returncode == 0, p.stderr
+    step0 = (tmp_path / "g.csv").read_text().splitlines()
+    col = step0[0].split(",").index("eval_horizon")
+    assert float(step0[1].split(",")[col]) == 3.0  # not the task's 8
+    path.write_text(LETTERS_TASK.replace("CHARS", "mnopqrstuvwx"))  # as many characters: the same shapes
+    p = run("train_grpo.py", *common, "--log", tmp_path / "g2.csv", timeout=120)
+    assert p.returncode == 2 and "was trained on the characters" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1

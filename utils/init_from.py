@@ -20,7 +20,8 @@ literal "|" in text prints as "¦", so text can never pass for the end token; id
 The end token. A task whose completions stop at an end token (needs_eos=True) needs one in the vocabulary;
 nanoGPT's char vocabularies have none. We then append one id (at the model's vocab_size, past nanoGPT's
 padding) whose tied embedding row is a copy of "\n"'s, so the model first stops about where it would end
-a line (and gives "\n" half of that probability), or zeros without "\n" in the vocabulary. With
+a line: the two tokens get the same logit, so where "\n" had probability p each now gets p/(1+p) (together
+2p/(1+p), not p), or zeros without "\n" in the vocabulary. With
 needs_eos=False the vocabulary is left as it is (eos_id None when it has no end token).
 """
 
@@ -111,7 +112,7 @@ def _read_meta(path, model_vocab):
     try:
         with open(path, "rb") as f:
             m = _NoGlobals(f).load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError, IndexError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 -- bytes that are no pickle fail in many ways (b"K\x01K\x02a.": AttributeError)
         raise InitError(f"meta {path} refused: not a plain nanoGPT meta.pkl ({_line(e)})") from None
     if not (isinstance(m, dict) and {"vocab_size", "itos", "stoi"} <= m.keys()):
         raise InitError(f"meta {path} is not a nanoGPT meta.pkl (a dict with vocab_size, itos, stoi)")
@@ -183,10 +184,19 @@ def _from_file(path, meta, tokenizer):
         )
     if meta or tokenizer:
         raise InitError(f"{path} is a policy.pth with its own vocabulary: drop --meta / --tokenizer")
-    known = {f.name for f in fields(GPTConfig)}  # files from before bias/ln_bias/gelu get the defaults
-    if not isinstance(ck["model_config"], dict) or not set(ck["model_config"]) <= known:
+    known = {f.name: type(f.default) for f in fields(GPTConfig)}  # files from before bias/ln_bias/gelu: defaults
+    mc = ck["model_config"]
+    if not isinstance(mc, dict) or not set(mc) <= known.keys():
         raise InitError(f"{path}: model_config is not a dict of GPTConfig fields {sorted(known)}")
-    cfg, tok = GPTConfig(**ck["model_config"]), CharTokenizer(ck["chars"])
+    wrong = [
+        f"{k}={v!r}" for k, v in mc.items() if type(v) is not known[k] and not (known[k] is float and type(v) is int)
+    ]
+    if wrong:
+        raise InitError(f"{path}: model_config has values of the wrong type: {', '.join(wrong)}")
+    chars = ck["chars"]
+    if not isinstance(chars, str) or END in chars or len(set(chars)) != len(chars):
+        raise InitError(f"{path}: chars must be a string of distinct characters without {END!r}, not {chars!r:.40}")
+    cfg, tok = GPTConfig(**mc), CharTokenizer(chars)
     if tok.vocab_size != cfg.vocab_size:
         raise InitError(f"{path}: {len(tok.chars)} chars + end token != vocab_size {cfg.vocab_size}")
     return cfg, ck["model"], tok, {"format": "policy", "task": ck.get("task")}

@@ -12,10 +12,13 @@ column describes the global batch (all DDP ranks), not a mean of per-rank figure
                 (GRPO with --beta 0: empty, no reference forward is run)
                 (GRPO: the policy as the step's last update saw it, before that update's optimizer
                 step, so with mu = 1 the rollout policy; PPO: the rollout policy)
-  entropy       masked mean true entropy (nats) of the policy's full next-token distribution, tokens
-                trained on, before the step's first update
-  clip_frac     fraction of real tokens trained on where the PPO clip was active (low or high; with
-                --loss-type cispo: where the importance weight was capped, those tokens keep a gradient);
+  entropy       masked mean true entropy (nats) of the policy's full next-token distribution over every
+                real completion token of the batch trained on (with --mask-truncated the truncated
+                completions' tokens too, though the loss drops them), before the step's first update
+  clip_frac     fraction of real tokens trained on where the PPO clip was active (low or high) or, with
+                --delta, where A < 0 and the ratio exceeded delta: every token the clipping left without a
+                gradient (with --loss-type cispo: where the importance weight was capped, those tokens keep a
+                gradient);
                 GRPO: in the step's last update, PPO: mean over its minibatch updates
   loss          the loss that was minimised (mean over the mu updates; under DDP the mean of the
                 ranks' losses, the global loss for every loss type but bnpo, see grpo.py)
@@ -28,10 +31,11 @@ column describes the global batch (all DDP ranks), not a mean of per-rank figure
 A task may add columns of its own: per step from its step_metrics (on the first draw's completions, every
 rank's), held-out from its evaluate. The chain task's (utils/tasks.py ChainTask):
   think_frac    share of the step's completions that open a scratchpad ("<"): worked solutions
-  len_right, len_wrong  mean length in tokens (= characters, end token included) of the step's right and
-                of its wrong completions (nan when there is none)
-  eval_acc, eval_len, eval_think_frac  held-out chains, greedy: accuracy, mean completion length in tokens
-                (end token included), share of worked solutions
+  len_right, len_wrong  mean length in characters of the completion text (the end token counts as one) of
+                the step's right and of its wrong completions (nan when there is none); equal to tokens
+                for the character model, not under a BPE tokenizer (len_mean counts tokens)
+  eval_acc, eval_len, eval_think_frac  held-out chains, greedy: accuracy, mean completion length in
+                characters as len_right (end token included), share of worked solutions
   eval_acc_think, eval_acc_direct  greedy accuracy among the worked and among the direct completions
                 (nan when there is none)
   eval_*_sampled  the same sampled at temperature 1 with fixed random numbers
@@ -58,6 +62,9 @@ the replies' characters too, and eval_think_frac, eval_acc_think every worked so
                 --dynamic-sampling B x (1 - frac_zero_std), with it the groups kept, 0 when no draw had one
   skipped       1 if the step was skipped because a loss or gradient was NaN or inf: none of its
                 updates was applied (loss and grad_norm are then empty)
+Beside the CSV, <log stem>_rollouts.jsonl holds a few whole groups of step 1 and of every --eval-every step
+token by token (log-probs, k3 KL, entropy, masks, rewards, advantages): utils/rollouts.py defines it,
+view.py draws it.
 """
 
 import csv
@@ -134,12 +141,11 @@ def write_samples(path, step, prompts, completions, rewards, k=4):
 
 
 def read_csv(path):
-    """Rows of a metrics CSV as a dict of column -> list of floats (None where empty)."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        cols = {c: [] for c in (reader.fieldnames or [])}
-        for row in reader:
-            for c in cols:
-                v = row.get(c, "")
-                cols[c].append(float(v) if v not in ("", None) else None)
-    return cols
+    """Rows of a metrics CSV as a dict of column -> list of floats (None where empty, nan where it says nan)."""
+    import pandas as pd  # here, not at the top: the drivers import this module and never read a CSV
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)  # every cell as written: "" stays ""
+    except pd.errors.EmptyDataError:  # not even a header
+        return {}
+    return {c: [float(v) if v != "" else None for v in df[c]] for c in df.columns}

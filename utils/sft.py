@@ -131,6 +131,11 @@ def load_or_train_sft(task, args, device, master=True, log=print):
             f"{path} is an SFT policy for task {ck.get('task')!r}, not {task.name!r}; use another --out-dir"
         )
     check_model_config(ck["model_config"], cfg, path)
+    if ck.get("chars") != tok.chars:  # same shape, other characters: every id would mean another character
+        raise CheckpointError(
+            f"{path} was trained on the characters {ck.get('chars')!r:.60}, this task uses {tok.chars!r:.60}; "
+            "use another --out-dir"
+        )
     model = GPT(cfg).to(device)
     model.load_state_dict(ck["model"])
     return model, tok, ck.get("info", {})

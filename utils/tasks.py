@@ -60,6 +60,7 @@ the whole fixed-length text. A completion that never stopped has no END at its e
 """
 
 import functools
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -271,7 +272,7 @@ class ChainTask:
 
     SFT data is deliberately mixed, like a base model that has seen a little worked reasoning: 40% of the
     rows are practice facts ("26*2=" -> "52|", each step of a random chain on its own), the other 60%
-    chains, a fifth of them (--chain-worked-frac) worked and the rest direct answers.
+    chains, a fifth of them (worked_frac, a class attribute) worked and the rest direct answers.
     """
 
     name = "chain"
@@ -509,21 +510,27 @@ def read_jsonl(path):
 class JsonlTask:
     """jsonl:FILE[,HELDOUT_FILE]: one answer per prompt, verifiable rewards as in arithmetic.
 
-    Split: HELDOUT_FILE's rows are held out; without it, n // 10 of FILE's distinct prompts (at least 1,
+    Split: HELDOUT_FILE's rows are held out (a prompt in both files is held out only, and the count of such
+    prompts is printed); without it, n // 10 of FILE's distinct prompts (at least 1,
     at most 500; FILE needs 2) chosen with the fixed seed 1234 (never --seed), the rest train.
     Rewards: exact (1.0) the completion stopped (ends with END) and, without END and surrounding
     whitespace, equals the answer stripped; format (0.1) it stopped with some text before END.
     correct = exact. max_new_tokens = longest answer in characters + 1 (the end token) + 2 spare (room
     for whitespace around it; a character tokenizer uses one token per character, GPT-2's BPE fewer on
     most text). chars: every character of the prompts and answers; block_size: the longest prompt +
-    max_new_tokens. A prompt seen twice must have the same answer (a prompt in both files may).
+    max_new_tokens. A prompt seen twice must have the same answer. The task's name is jsonl_<FILE's stem>_<8 hex
+    digits of the files' paths>, so two files of one name in different folders get different out/ folders.
     """
 
     uses_eos = True
     rl_steps = 200
 
     def __init__(self, path, heldout_path=None):
-        self.name = "jsonl_" + os.path.splitext(os.path.basename(path))[0]
+        # the name (out/<name>: the SFT policy) is unique to the file(s): two train.jsonl in different folders
+        # must not share a policy trained on the other's characters
+        where = ",".join(os.path.realpath(p) for p in (path, heldout_path) if p)
+        digest = hashlib.sha1(where.encode()).hexdigest()[:8]
+        self.name = f"jsonl_{os.path.splitext(os.path.basename(path))[0]}_{digest}"
         files = [(path, read_jsonl(path))] + ([(heldout_path, read_jsonl(heldout_path))] if heldout_path else [])
         for p, rows in files:
             if not rows:
@@ -536,8 +543,18 @@ class JsonlTask:
                 self.answer.setdefault(prompt, answer)
                 where.setdefault(prompt, f"{p}:{n}")
         prompts = list(dict.fromkeys(prompt for prompt, _, _ in files[0][1]))  # distinct, in file order
+        self.overlap = 0  # training prompts removed because the held-out file holds them too
         if heldout_path:
-            self.train, self.heldout = prompts, list(dict.fromkeys(prompt for prompt, _, _ in files[1][1]))
+            self.heldout = list(dict.fromkeys(prompt for prompt, _, _ in files[1][1]))
+            held = set(self.heldout)
+            self.train = [p for p in prompts if p not in held]  # a held-out prompt is never trained on
+            self.overlap = len(prompts) - len(self.train)
+            if not self.train:
+                raise TaskError(
+                    f"{path}: every prompt is also in the held-out file {heldout_path}: nothing to train on"
+                )
+            if self.overlap and os.environ.get("RANK", "0") == "0":
+                print(f"{path}: {self.overlap} prompts are also in {heldout_path}; they are held out, not trained on")
         else:
             if len(prompts) < 2:
                 raise TaskError(f"{path}: 1 distinct prompt: at least 2 are needed, or name a held-out file")
@@ -583,13 +600,19 @@ class JsonlTask:
 # loading a task by name, file, module or data file
 
 TASKS = {"arithmetic": ArithmeticTask, "shakespeare": ShakespeareTask, "chain": ChainTask, "chain_tool": ChainToolTask}
-SPEC_FORMS = "arithmetic, shakespeare, chain, chain_tool, path/to/my_task.py:Class, some.module:Name, jsonl:data.jsonl[,heldout.jsonl]"
+TASKS_WITH_DATA = {"shakespeare"}  # the built-in tasks that read --data
+SPEC_FORMS = (
+    "arithmetic, shakespeare, chain, chain_tool, path/to/my_task.py:Class, some.module:Name, "
+    "jsonl:data.jsonl[,heldout.jsonl]"
+)
 
 
 def load_task(spec, data=None):
     """The task named by spec (the --task forms above), checked and with the optional attributes'
     defaults filled in. data (--data) goes to the class as data_path=. Raises TaskError (one line)."""
     if spec in TASKS:
+        if data and spec not in TASKS_WITH_DATA:
+            raise TaskError(f"--data does not apply to --task {spec}: it reads no data file")
         try:
             return TASKS[spec](**({"data_path": data} if data else {}))
         except FileNotFoundError as e:
@@ -626,11 +649,22 @@ def load_task(spec, data=None):
             source = f"{source}:{line}"
         except (OSError, TypeError):  # a class made at run time has no source lines: name the file alone
             pass
+        if data and not _takes_data_path(obj):
+            raise TaskError(f"{source}: --data is given but {attr}() takes no data_path= argument to pass it to")
         obj = obj(**({"data_path": data} if data else {}))
     elif data:
         raise TaskError(f"{source}: --data is given but {attr} is an object, not a class to pass it to")
     check_task(obj, f"{source}: {attr}")
     return with_defaults(obj)
+
+
+def _takes_data_path(cls):
+    """Whether cls(data_path=...) is a valid call (a data_path parameter, or **kwargs)."""
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the call itself decide
+        return True
+    return any(p.name == "data_path" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _import_file(path):
