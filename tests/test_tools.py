@@ -5,6 +5,7 @@ Each test names the plausible bug it catches.
 """
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -332,6 +333,10 @@ def test_driver_gradient_leaves_env_tokens_out(chain_tool_sft, tmp_path):
     assert float(row["len_mean"]) == pytest.approx(n_model / (B * G), rel=1e-5)  # model tokens only
     assert float(row["tool_calls"]) == pytest.approx(sum(t.count("#") for t in texts) / (B * G), rel=1e-5)
     assert float(row["tool_frac"]) == pytest.approx(sum("#" in t for t in texts) / (B * G), rel=1e-5)
+    with open(d / "g_rollouts.jsonl") as f:  # view.py's file: replies inside the completion mask, marked env
+        comps = [c for grp in json.loads(f.readline())["groups"] for c in grp["completions"]]
+    for c, e, m in zip(comps, env, cmask, strict=False):
+        assert c["env_mask"] == [int(v) for v in e.tolist()] and c["mask"] == [int(v) for v in m.tolist()]
 
 
 def test_ddp_with_tools_matches_one_process(chain_tool_sft, tmp_path):
