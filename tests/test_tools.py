@@ -208,12 +208,11 @@ def test_normalisers_count_model_tokens_only(loss_type):
 def test_calculator_and_formats():
     """Bugs: a wrong value, a call read from the wrong place, a format that refuses the tool's steps."""
     assert calculator("", "<7*3#") == "21" and calculator("", "<7*3#21;21+5#") == "26"
-    assert calculator("", "<7*3#21;+5#") == "26" and calculator("", "<7*3=21;*12#") == "252"  # the last number
-    assert calculator("", "<7*#") == "?" and calculator("", "#") == "?" and calculator("", "<+5#") == "?"
+    assert calculator("", "<7*#") == "?" and calculator("", "#") == "?" and calculator("", "<7*3#21;+5#") == "?"
     t = ChainToolTask()
     p = "7*3+5*2+4="
-    assert chain_tool_worked(p) == "<7*3#21;+5#26;*2#52;+4#56>56"
-    good = [chain_tool_worked(p) + END, chain_worked(p) + END, "56" + END, "<7*3#21;21+5=26;*2#52;52+4#56>56|"]
+    assert chain_tool_worked(p) == "<7*3#21;21+5#26;26*2#52;52+4#56>56"
+    good = [chain_tool_worked(p) + END, chain_worked(p) + END, "56" + END, "<7*3#21;21+5=26;26*2#52;52+4#56>56|"]
     assert t.well_formed([p] * 4, good) == [1.0] * 4
     assert t.correct([p] * 4, good) == [1.0] * 4
     assert t.well_formed([p, p], ["<7*3#21>", "<7*3#21;+5=26>26|"]) == [0.0, 0.0]
@@ -242,7 +241,7 @@ def test_sft_never_trains_on_a_reply():
         assert y[0, P + i - 1].item() == want, i
     assert (y[1] != -1).sum() == len(chain_worked(p)) + 1  # no tool: every completion token is a target
     with pytest.raises(TaskError, match="tool replies"):
-        sft_batch_from_examples([(p, "<7*3#22;+5#26>26" + END)], tok, calculator, "#")
+        sft_batch_from_examples([(p, "<7*3#22;21+5=26>26" + END)], tok, calculator, "#")
 
 
 def test_chain_tool_sft_mix():

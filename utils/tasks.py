@@ -378,32 +378,26 @@ class ChainControlTask(ChainTask):
     worked_frac = 0.0
 
 
-# chain_tool: the chain task with a pocket calculator. Inside the scratchpad a step is worked in the head,
-# "7*3=21", or handed to the calculator, "7*3#" after which the environment writes "21" and the policy goes on
-# with ";". Like a pocket calculator's, a call that starts with its operator, "+5#", continues from the last
-# number written (the last reply or result): "<7*3#21;+5#26;*2#52;+4#56>56".
-_TOOL_STEP = r"(\d+[*+]\d+=\d+|\d*[*+]\d+#(\d+|\?))"
+# chain_tool: the chain task with a calculator. Inside the scratchpad a step is worked in the head, "7*3=21",
+# or handed to the calculator, "7*3#" after which the environment writes "21" and the policy goes on with ";".
+_TOOL_STEP = r"\d+[*+]\d+(=\d+|#(\d+|\?))"
 _TOOL_FORM = re.compile(rf"^(<{_TOOL_STEP}(;{_TOOL_STEP})*>)?\d+{re.escape(END)}$")
-_CALL = re.compile(r"(\d*)([*+])(\d+)#$")
+_CALL = re.compile(r"(\d+)([*+])(\d+)#$")
 
 
 def calculator(prompt, text):
-    """chain_tool's tool: the value of the call that ends text, "a*b#", "a+b#", or "*b#", "+b#" applied to the
-    last number written before it; "?" for a malformed call."""
+    """chain_tool's tool: the value of the call "a*b#" or "a+b#" that ends text, or "?" for a malformed call."""
     m = _CALL.search(text)
-    before = re.findall(r"\d+", text[: m.start(2)]) if m else []
-    if m is None or not (m[1] or before):
+    if m is None:
         return "?"
-    a, op, b = int(m[1] or before[-1]), m[2], int(m[3])
+    a, op, b = int(m[1]), m[2], int(m[3])
     return str(a * b if op == "*" else a + b)
 
 
 def chain_tool_worked(prompt):
-    """The worked solution of a chain prompt with every step handed to the calculator, each step after the
-    first continuing from the last reply (without the end token)."""
+    """The worked solution of a chain prompt with every step handed to the calculator (without the end token)."""
     steps = chain_steps(prompt)
-    calls = [steps[0][0]] + [re.sub(r"^\d+", "", e) for e, _ in steps[1:]]  # "7*3", "+5", "*2", "+4"
-    return "<" + ";".join(f"{c}#{v}" for c, (_, v) in zip(calls, steps, strict=True)) + ">" + str(steps[-1][1])
+    return "<" + ";".join(f"{e}#{v}" for e, v in steps) + ">" + str(steps[-1][1])
 
 
 def calls(completion):
@@ -413,20 +407,19 @@ def calls(completion):
 
 class ChainToolTask(ChainTask):
     """--task chain_tool: the chain task with a calculator the policy may call (docs/tools.md). The tool: when
-    the policy writes "#", the calculator replies with the value of the step before it, a*b or a+b, or *b, +b
-    applied to the last number written ("?" for a malformed call). Three formats: direct "56|", worked in the
-    head "<7*3=21;...>56|", worked with the calculator "<7*3#21;+5#26;*2#52;+4#56>56|" (the digits after each
-    "#" are the environment's).
+    the policy writes "#", the calculator replies with the value of the step a*b or a+b before it ("?" for a
+    malformed call). Three formats: direct "56|", worked in the head "<7*3=21;...>56|", worked with the
+    calculator "<7*3#21;21+5#26;...>56|" (the digits after "#" are the environment's).
 
     Reward as chain's: the final answer (1.0) and well-formedness (0.1, the same for every format), never the
-    tool use. SFT data as chain's, but a small share of the worked solutions (sft_tool_frac, 7.5% of them: 0.9%
+    tool use. SFT data as chain's, but a small share of the worked solutions (sft_tool_frac, 5% of them: 0.6%
     of the rows) call the calculator on every step; its replies are context, never SFT targets.
     """
 
     name = "chain_tool"
     chars = ChainTask.chars + "#?"
     rl_steps = 60
-    sft_tool_frac = 0.075  # of the worked SFT solutions: 0.9% of the rows
+    sft_tool_frac = 0.05  # of the worked SFT solutions: 0.6% of the rows
     tool_trigger = "#"
 
     def tool(self, prompt, text):
