@@ -162,3 +162,54 @@ def test_compiled_decode_equals_recompute():
         out, lp = model.generate(idx, 10, eos_id=10, uniforms=u, attention_mask=m, compile=True)
         ref, ref_lp = model.generate(idx, 10, eos_id=10, uniforms=u, attention_mask=m, use_cache=False)
         assert torch.equal(out, ref) and torch.allclose(lp, ref_lp, atol=1e-5)
+
+
+# -----------------------------------------------------------------------------
+# sample and the cache's bookkeeping: edges the mutation run found untested (tools/mutation.sh, issue 18)
+
+
+def test_sample_by_hand_temperature_top_k_and_cdf_boundary():
+    """Inverse-CDF sampling by hand: at temperature 2 the distribution is softmax(logits / 2); top-k keeps the
+    k most likely tokens, the k-th included; u exactly on a cdf value takes the next token (the first cdf > u)."""
+    logits = torch.tensor([[2.0, 0.0, 1.0, -1.0]])
+    p = torch.softmax(logits / 2, -1)[0]
+    cdf = p.cumsum(0)
+    for u, want in [(0.0, 0), (float(cdf[0]) * 0.999, 0), (float(cdf[0]) * 1.001, 1), (float(cdf[2]) * 1.001, 3)]:
+        nxt, lp = sample(logits, torch.tensor([[u]]), temperature=2.0)
+        assert nxt.item() == want and lp.item() == pytest.approx(float(p[want].log()), abs=1e-6)
+    # top-2 keeps tokens 0 and 2; a u near 1 takes the second of them, not the third-ranked token
+    nxt, lp = sample(logits, torch.tensor([[0.999]]), top_k=2)
+    q = torch.softmax(torch.tensor([2.0, 1.0]), -1)
+    assert nxt.item() == 2 and lp.item() == pytest.approx(float(q[1].log()), abs=1e-6)
+    half = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))  # cdf 0.5, 0.75, 1.0: exact in float32
+    assert torch.equal(half.softmax(-1).cumsum(-1), torch.tensor([[0.5, 0.75, 1.0]]))
+    assert sample(half, torch.tensor([[0.5]]))[0].item() == 1
+
+
+def test_kept_cache_is_reused_only_for_the_same_shape_and_zeroed():
+    """kv_cache(keep=True) (the compiled CUDA-graph decode's fixed addresses) hands back the kept cache for the
+    same rows, size and dtype, zeroed and emptied, and a new one otherwise; without keep, always a new one."""
+    model = tiny()
+    a = model.kv_cache(3, 10, torch.device("cpu"), keep=True)
+    a.k[0].fill_(7.0)
+    a.n = 4
+    b = model.kv_cache(3, 10, torch.device("cpu"), keep=True)
+    assert b is a and b.n == 0 and all(bool((t == 0).all()) for t in b.k + b.v)
+    assert model.kv_cache(2, 10, torch.device("cpu"), keep=True) is not b  # other rows
+    c = model.kv_cache(2, 10, torch.device("cpu"), keep=True)
+    assert model.kv_cache(2, 12, torch.device("cpu"), keep=True) is not c  # another size
+    assert model.kv_cache(3, 10, torch.device("cpu")) is not model._kept_cache
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the keys' dtype under autocast
+        d = model.kv_cache(2, 12, torch.device("cpu"), keep=True)
+    assert d.k[0].dtype == torch.bfloat16 and d is not model.kv_cache(2, 12, torch.device("cpu"), keep=True)
+    assert model.kv_cache(2, 12, torch.device("cpu")).k[0].dtype == torch.float32
+
+
+def test_holding_keeps_rows_heads_and_dtype():
+    """KVCache.holding: B rows (not the head count), block_size positions, the keys' dtype, the keys in place."""
+    cfg = GPTConfig(block_size=9, vocab_size=11, n_layer=2, n_head=2, n_embd=32)
+    kv = [(torch.randn(3, 2, 4, 16).bfloat16(), torch.randn(3, 2, 4, 16).bfloat16()) for _ in range(2)]
+    cache = KVCache.holding(kv, cfg)
+    assert cache.k[0].shape == (3, 2, 9, 16) and cache.k[1].dtype == torch.bfloat16 and cache.n == 4
+    assert torch.equal(cache.k[1][:, :, :4], kv[1][0]) and torch.equal(cache.v[0][:, :, :4], kv[0][1])
+    assert bool((cache.k[0][:, :, 4:] == 0).all())

@@ -1,6 +1,7 @@
 """grpo.py against hand-computed values and against plain-loop implementations written to be obvious."""
 
 import csv
+import inspect
 import math
 
 import pytest
@@ -761,3 +762,49 @@ def test_driver_mask_truncated(sft_dir):
     assert p.returncode == 2 and "no end token" in p.stderr and "Traceback" not in p.stderr
     p = run("train_grpo.py", "--delta", 1.1, "--out-dir", sft_dir, *SMALL)  # not above 1 + 0.2
     assert p.returncode == 2 and "--delta must exceed" in p.stderr
+
+
+# -----------------------------------------------------------------------------
+# edges the mutation run found untested (tools/mutation.sh, issue 18)
+
+
+def test_defaults_of_the_descendants_and_their_checks():
+    """cispo_eps_max defaults to 5.0 (ScaleRL, as TRL); top_entropy_quantile must lie in (0, 1]; the delta
+    error says the bound it was checked against (1 + eps_high)."""
+    assert inspect.signature(grpo_loss).parameters["cispo_eps_max"].default == 5.0
+    logp, old, ref, adv, mask = random_batch()
+    for rho in (0.0, 1.5, 2.0):
+        with pytest.raises(ValueError, match="top_entropy_quantile"):
+            grpo_loss(logp, old, ref, adv, mask, top_entropy_quantile=rho, entropy=torch.rand(6, 5))
+    with pytest.raises(ValueError, match=r"1 \+ eps_high = 1.3, got 1.25"):
+        grpo_loss(logp, old, ref, adv, mask, clip_eps_high=0.3, delta=1.25)
+
+
+def test_entropy_bonus_on_one_real_token():
+    """One real token: the bonus is -c * H of that token (a count of 1 is divided by 1, not clamped higher)."""
+    logp = torch.zeros(1, 3, requires_grad=True)
+    H = torch.tensor([[2.0, 5.0, 7.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 0.0, 0.0]])
+    loss, _ = grpo_loss(logp, logp.detach(), None, torch.zeros(1), mask, beta=0.0, entropy=H, entropy_coef=0.1)
+    assert loss.item() == pytest.approx(-0.2)
+
+
+def test_capped_counts_exactly_the_tokens_without_gradient():
+    """clip_frac_delta: A < 0 and ratio > delta strictly. On the cap (ratio == delta) the token keeps its
+    gradient; A = 0 and A > 0 are never capped; a padded token is never counted."""
+    ratios = [2.0, 8.0, 8.0, 8.0, 8.0]
+    A = torch.tensor([-1.0, 0.0, 0.5, -1.0, -1.0])
+    logp = torch.tensor([[exact_log(r)] for r in ratios], requires_grad=True)
+    mask = torch.tensor([[1.0], [1.0], [1.0], [1.0], [0.0]])  # the last token is padding
+    loss, stats = grpo_loss(logp, torch.zeros(5, 1), None, A, mask, beta=0.0, delta=2.0)
+    (g,) = torch.autograd.grad(loss, logp)
+    assert g[0, 0] != 0 and g[3, 0] == 0  # on the cap: a gradient; above it: none
+    assert stats["clip_frac_delta"].item() == pytest.approx(1 / 4)  # token 3 alone, over 4 real tokens
+    assert torch.isfinite(stats["clip_frac_delta"])
+
+
+def test_cispo_counts_weights_strictly_above_the_cap():
+    """A weight exactly at eps_max is not capped (min(r, eps_max) == r); above it, it is."""
+    logp = torch.tensor([[exact_log(5.0)], [exact_log(6.0)]], requires_grad=True)
+    _, stats = grpo_loss(logp, torch.zeros(2, 1), None, torch.ones(2), torch.ones(2, 1), beta=0.0, loss_type="cispo")
+    assert stats["clip_frac"].item() == 0.5
