@@ -279,6 +279,8 @@ class GPT(nn.Module):
         use_cache=True,
         attention_mask=None,
         compile=False,
+        tool=None,
+        trigger_id=None,
     ):
         """Sample completions of the prompts idx (B, P).
 
@@ -295,9 +297,16 @@ class GPT(nn.Module):
           CUDA). Fused kernels sum in another order: log-probs agree with the eager path's to float rounding,
           not bit for bit. The first call compiles (tens of seconds on a CPU); off by default, as on a CPU
           it pays only over many calls (bench.py --compile).
+        tool, trigger_id: multi-turn rollouts. When a row samples trigger_id (the end of a tool call),
+          tool(row, ids) is called with the row's index and its completion ids so far (the trigger last) and
+          returns the environment's reply as token ids; they are written into that row one per position
+          instead of the sampled token (the position's uniform is drawn and not used, so the other positions
+          sample what they would anyway) and fed back through the same decode step; the other rows go on
+          sampling. A reply counts against max_new_tokens: what does not fit is cut.
         Returns (tokens (B, max_new_tokens) long, logp (B, max_new_tokens) float): log-probs of the
         sampled tokens under the distribution they were drawn from (temperature and top-k applied;
-        for greedy, under the untempered softmax).
+        for greedy, under the untempered softmax). With a tool, also env (B, max_new_tokens) float,
+        1 where the environment wrote the token (its logp is 0: it was not sampled).
         """
         was_training = self.training
         self.eval()
@@ -308,6 +317,9 @@ class GPT(nn.Module):
         tokens = torch.full((B, T), -1 if eos_id is None else eos_id, dtype=torch.long, device=dev)
         logps = torch.zeros(B, T, device=dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
+        if tool is not None:
+            env = torch.zeros(B, T, device=dev)  # 1 = written by the environment
+            queued = [[] for _ in range(B)]  # per row, the reply tokens still to write
         seq = torch.cat([idx, tokens], dim=1)  # (B, P + T): the prompt, then each sampled token written in place
         # everything below is built once, not per token; every sampled token is real (after the end token
         # too: it is masked in the loss)
@@ -349,13 +361,34 @@ class GPT(nn.Module):
                 nxt, lp = sample(self.lm_head(h[:, -1]).float(), uniforms[:, t : t + 1], temperature, top_k)
             if eos_id is not None:
                 nxt, lp = nxt.masked_fill(done, eos_id), lp.masked_fill(done, 0.0)
+            if tool is not None:
+                nxt, lp = self._tool_turn(nxt, lp, t, tokens, env, queued, done, tool, trigger_id)
             tokens[:, t], logps[:, t], seq[:, n] = nxt, lp, nxt
             if eos_id is not None:
                 done = done | (nxt == eos_id)
                 if (t + 1) % check_every == 0 and bool(done.all()):  # the rest already holds eos_id and 0
                     break
         self.train(was_training)
-        return tokens, logps
+        return (tokens, logps) if tool is None else (tokens, logps, env)
+
+    @staticmethod
+    def _tool_turn(nxt, lp, t, tokens, env, queued, done, tool, trigger_id):
+        """generate's tool step at position t: rows with reply tokens queued take the next one instead of the
+        sampled nxt (log-prob 0, marked in env); rows that sampled trigger_id now call the tool and queue its
+        reply for the positions after t. Returns (nxt, lp) (B,) to write at t."""
+        forced = [i for i, q in enumerate(queued) if q]
+        if forced:
+            rows = torch.tensor(forced, device=nxt.device)
+            nxt, lp = nxt.clone(), lp.clone()
+            nxt[rows] = torch.tensor([queued[i].pop(0) for i in forced], dtype=nxt.dtype, device=nxt.device)
+            lp[rows], env[rows, t] = 0.0, 1.0
+        calls = (nxt == trigger_id) & ~done  # done rows hold the end token: never a call
+        if forced:
+            calls[rows] = False  # a trigger written by the environment is not the policy's call
+        for i in calls.nonzero().flatten().tolist():
+            ids = tokens[i, :t].tolist() + [trigger_id]
+            queued[i] = list(tool(i, ids))[: tokens.size(1) - t - 1]  # cut at max_new_tokens
+        return nxt, lp
 
     def decode(self, tok, pos, at, keys, n_keys, cache, u, temperature=1.0, top_k=None):
         """generate's per-token step: tokens tok (B, 1) at position ids pos, their keys and values written at

@@ -79,7 +79,7 @@ from utils.rollouts import (
     wandb_rollout_table,
 )
 from utils.sft import add_init_args, add_model_args, check_model_config, load_policy
-from utils.tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward
+from utils.tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward, trigger_id
 
 TOP_K_REFUSED = (
     "--top-k is not supported for training: under top-k the tokens come from a truncated distribution, while the "
@@ -267,7 +267,16 @@ if args.resume:
     if args.lr_schedule != "constant" and before != {k: getattr(args, k) for k in before}:
         print0(f"note: the learning-rate schedule now follows these flags, not the checkpoint's run ({before})")
 
-sft_eval = task.evaluate(ref, tok, device) if master else {}  # pi_ref is the SFT policy, also after --resume
+
+def evaluate(model):
+    """The task's held-out evaluation; a tool that fails there stops the run in one line, as in a rollout."""
+    try:
+        return task.evaluate(model, tok, device)
+    except TaskError as e:
+        fail(f"--task {args.task}: held-out: {e}")
+
+
+sft_eval = evaluate(ref) if master else {}  # pi_ref is the SFT policy, also after --resume
 start = "SFT policy" if args.init_from == "scratch" else "starting policy"
 print0(f"{start} ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")
 train_model = torch.compile(policy) if args.compile else policy
@@ -282,6 +291,7 @@ except DivergedError as e:
     fail(f"reward model: {e}", code=1)
 reward_names = [name for name, _, _ in reward_funcs]
 columns = BASE_COLUMNS + [f"r_{n}" for n in reward_names] + ["kept_groups"] + (["gold_r"] if gold_fn else [])
+columns += ["tool_frac", "tool_calls", "env_frac"] if getattr(task, "tool", None) else []
 step_metrics = getattr(task, "step_metrics", None)  # a task's own per-step rollout columns
 columns += list(step_metrics(task.heldout[:1], [""])) if step_metrics else []
 columns += [k for k in sft_eval if k not in columns]  # a task's own evaluation keys
@@ -357,18 +367,28 @@ def trace_update(step, it, logp, old, mask, stats):
     )
 
 
-def rollout(prompts, u):
-    """Sample G completions for each prompt (left-padded to the longest). Returns (seq (n*G, P+T),
-    completions text, prompt_mask (n*G, P) 1 = real prompt token, mask (n*G, T) 1 = completion token)."""
+tool = getattr(task, "tool", None)  # multi-turn rollouts: the environment's replies are written in (utils/tasks.py)
+if tool is not None:
     try:
-        with ctx:
-            texts, seq, pmask, mask = complete(
-                policy, tok, [p for p in prompts for _ in range(G)], T, uses_eos=task.uses_eos,
-                temperature=args.temperature, uniforms=u, device=device, block_size=block_size,
-            )  # fmt: skip
+        call_id = trigger_id(tok, task.tool_trigger)
     except TaskError as e:
         fail(f"--task {args.task}: {e}")
-    return seq, texts, pmask, mask
+
+
+def rollout(prompts, u):
+    """Sample G completions for each prompt (left-padded to the longest). Returns (seq (n*G, P+T),
+    completions text, prompt_mask (n*G, P) 1 = real prompt token, mask (n*G, T) 1 = completion token,
+    env_mask (n*G, T) 1 = a token the task's tool wrote)."""
+    try:
+        with ctx:
+            texts, seq, pmask, mask, env_mask = complete(
+                policy, tok, [p for p in prompts for _ in range(G)], T, uses_eos=task.uses_eos,
+                temperature=args.temperature, uniforms=u, device=device, block_size=block_size,
+                tool=tool, tool_trigger=getattr(task, "tool_trigger", None),
+            )  # fmt: skip
+    except TaskError as e:  # a bad prompt, or a tool that failed: before this step's update
+        fail(f"--task {args.task}: {e}")
+    return seq, texts, pmask, mask, env_mask
 
 
 def logprobs(model, seq, n_prompt, pmask):
@@ -411,13 +431,19 @@ for step in pbar:
         u_all = torch.rand(args.batch_size * G, T, generator=g)
         prompts = prompts_all[rank * B : (rank + 1) * B]
         u = u_all[rank * B * G : (rank + 1) * B * G]
-        seq, texts, pmask, mask = rollout(prompts, u)
+        seq, texts, pmask, mask, env_mask = rollout(prompts, u)
+        # the environment's tokens are context, never trained on: out of the mask every loss term, normaliser
+        # and column below sees
+        mask = mask * (1 - env_mask)  # (n*G, T)
         try:
             rewards, parts = total_reward(reward_funcs, [p for p in prompts for _ in range(G)], texts)
         except TaskError as e:
             fail(str(e))
         r = torch.tensor(rewards)
         draw = dict(prompts=prompts, seq=seq, pmask=pmask, texts=texts, mask=mask, r=r, parts=parts)
+        draw["env_mask"] = env_mask
+        if tool is not None:  # calls per completion: the trigger tokens the policy wrote
+            draw["calls"] = ((seq[:, pmask.size(1) :] == call_id) * mask).sum(1)  # (n*G,)
         keep = list(range(B))
         if args.dynamic_sampling:  # DAPO: a group whose rewards are all equal has advantage 0, drop it
             keep = (r.view(B, G).std(dim=1) > 0).nonzero().flatten().tolist()
@@ -567,6 +593,11 @@ for step in pbar:
     }
     for name in reward_names:
         row[f"r_{name}"] = gather(first["parts"][name])[0].mean().item()
+    if tool is not None:
+        row["tool_frac"] = gather(first["calls"] > 0)[0].mean().item()
+        row["tool_calls"] = gather(first["calls"])[0].mean().item()
+        n_env = all_sum(float(first["env_mask"].sum()))
+        row["env_frac"] = n_env / max(n_env + all_sum(float(first["mask"].sum())), 1.0)
     if gold_fn is not None:
         gold = gold_fn([p for p in first["prompts"] for _ in range(G)], first["texts"])
         row["gold_r"] = gather(gold)[0].mean().item()
@@ -579,7 +610,7 @@ for step in pbar:
         trace.append({"step": step, "r_first": r0, "r_trained": r_global, "kept_groups": row["kept_groups"]})
         torch.save(trace, args.debug_trace)
     if master and (step % args.eval_every == 0 or step == args.steps):
-        row.update(task.evaluate(policy, tok, device))
+        row.update(evaluate(policy))
         comps = first["texts"]
         write_samples(samples_path, step, [p for p in first["prompts"] for _ in range(G)], comps, first["r"].tolist())
     if shown is not None:  # the first groups trained on, with the numbers the step's update started from
@@ -588,7 +619,7 @@ for step in pbar:
         parts = {n: [v for d, b in shown_rows for v in cut(d["parts"][n], b)] for n in reward_names}
         env = torch.cat([cut(d["env_mask"], b) for d, b in shown_rows]) if "env_mask" in first else None  # tools
         record = rollout_record(
-            step, "grpo", tok, groups, seq[:n_show], P, mask[:n_show], r[:n_show], parts, adv[:n_show], shown,
+            step, "grpo", tok, groups, seq[:n_show], P, mask[:n_show] + env, r[:n_show], parts, adv[:n_show], shown,
             env_mask=env, uses_eos=task.uses_eos,
         )  # fmt: skip
         append_rollouts(rollouts_file, {**record, **run_config(args)})
@@ -627,7 +658,7 @@ for step in pbar:
 # summary
 
 if master:
-    final_eval = task.evaluate(policy, tok, device)
+    final_eval = evaluate(policy)
     summary = {
         "task": task.name,
         "steps": args.steps,
