@@ -5,7 +5,7 @@ bench.py: how fast nanoGRPO runs on this machine, and how much memory GRPO saves
     python bench.py --device cuda         # the GPU table (bf16 autocast, TF32), adds MFU
     python bench.py --quick               # seconds, tiny shapes: checks the script runs (tests)
     python bench.py --n-layer 6 --n-embd 384 --n-head 6 --out bench.md
-    python bench.py --baseline c82dd43    # adds before columns: generate of model.py at that git revision
+    python bench.py --baseline 4f39440 c82dd43   # adds columns: generate of model.py at those git revisions
     python bench.py --compile             # adds generate(compile=True) (torch.compile of the decode step)
     python bench.py --rss                 # adds the peak RSS of train_grpo.py at a 50,000-character vocabulary
     python bench.py --memory-only --rss   # the memory tables only (docs/memory.md's command)
@@ -16,8 +16,8 @@ Prints markdown tables (and writes them to --out):
      full recompute of the whole prefix at every token (use_cache=False), at 64, 128 and 256 new
      tokens: the same untrained model, prompts (32-character tiny-Shakespeare windows), random numbers
      and seed, no end token so every row runs the full length. "same tokens" checks that the two paths
-     sampled the same completions. With --baseline REV also the KV-cache generate of model.py as of
-     git revision REV (its own module, the same weights), timed in the same run, interleaved call by call
+     sampled the same completions. With --baseline REV [REV ...] also the KV-cache generate of model.py as of
+     each git revision REV (its own module, the same weights), timed in the same run, interleaved call by call
      with the current one so that a disturbance from another process falls on both alike; with --compile
      also generate(compile=True), its compilation in a warm-up call that is not counted.
   2. GRPO steps: one full step, mu = 1, beta = 0.04 (rollout with the KV cache, reward, reference
@@ -348,10 +348,10 @@ def step_flops(model, N, P, T):
 
 def generate_variants(model, args, base):
     """The generate functions to time, by column: the current KV cache, and with --baseline / --compile
-    the baseline revision's and the compiled one."""
+    each baseline revision's (base: {rev: module}) and the compiled one."""
     variants = {"cache": partial(model.generate, use_cache=True)}
-    if base is not None:
-        variants["before"] = partial(baseline_model(base, model).generate, use_cache=True)
+    for rev, module in (base or {}).items():
+        variants[rev] = partial(baseline_model(module, model).generate, use_cache=True)
     if args.compile:
         variants["compiled"] = partial(model.generate, compile=True)
     return variants
@@ -589,11 +589,15 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny shapes and lengths: seconds, for tests")
     parser.add_argument("--out", default=None, help="also write the tables to this markdown file")
     parser.add_argument(
-        "--baseline", default=None, help="git revision whose model.py generate is timed too (before columns)"
+        "--baseline",
+        nargs="+",
+        default=[],
+        help="git revisions whose model.py generate is timed too, interleaved with today's (one column each)",
     )
     parser.add_argument("--compile", action="store_true", help="also time generate(compile=True) (torch.compile)")
     parser.add_argument("--memory-only", action="store_true", help="only the memory tables (3, 4 and --rss)")
     parser.add_argument("--rss-only", action="store_true", help="only the peak-RSS runs (5)")
+    parser.add_argument("--speed-only", action="store_true", help="only the speed tables (1 and 2)")
     parser.add_argument("--vocab", type=at_least(2), default=50257, help="vocabulary of the large-vocabulary table")
     parser.add_argument(
         "--vocab-tokens", type=at_least(1), default=128, help="large-vocabulary table: completion tokens T"
@@ -639,14 +643,14 @@ def main():
 
     if not (args.memory_only or args.rss_only):  # 1 and 2: the speed tables
         # --- 1. generation
-        base = None if args.baseline is None else load_baseline(args.baseline)
+        base = {rev: load_baseline(rev) for rev in args.baseline}  # {revision: its model.py}
         matmul = matmul_flops(device, matmul_n, max(args.repeats, 3))
         gen_cfg = GPTConfig(
             block_size=task.prompt_len + max(args.lengths), vocab_size=tok.vocab_size, n_layer=L, n_head=H, n_embd=C
         )
         gen = bench_generation(gen_cfg, task, tok, args.lengths, args.gen_prompts, args, device, ctx, base)
-        extra = [name for name in ("before", "compiled") if name in gen[0]["tok_s"]]
-        heads = {"before": f"KV cache at {args.baseline} (tok/s) | KV cache: now / {args.baseline}", "compiled": ""}
+        extra = [name for name in [*args.baseline, "compiled"] if name in gen[0]["tok_s"]]
+        heads = {rev: f"KV cache at {rev} (tok/s) | KV cache: now / {rev}" for rev in args.baseline}
         heads["compiled"] = "compile=True (tok/s) | compiled / KV cache"
         lines += [
             f"Generation, {L} layers x {C} wide ({H} heads), {args.gen_prompts} prompts of {task.prompt_len} "
@@ -660,8 +664,8 @@ def main():
             s = r["tok_s"]
             line = f"| {r['T']} | {s['cache']:,.0f} | {s['recompute']:,.0f} | {s['cache'] / s['recompute']:.1f}x "
             line += f"| {'yes' if r['same'] else 'no'} |"
-            if "before" in s:
-                line += f" {s['before']:,.0f} | {s['cache'] / s['before']:.2f}x |"
+            for rev in args.baseline:
+                line += f" {s[rev]:,.0f} | {s['cache'] / s[rev]:.2f}x |"
             if "compiled" in s:
                 line += f" {s['compiled']:,.0f} | {s['compiled'] / s['cache']:.2f}x |"
             lines.append(line)
@@ -697,7 +701,7 @@ def main():
             part.append(f"\n(no MFU: {torch.cuda.get_device_name()} is not in the peak table)")
 
         # the rollout beside the update, at the fixed shapes: now, and before / compiled where asked
-        names = {"cache": "now", "before": f"at {args.baseline}", "compiled": "compile=True"}
+        names = {"cache": "now", "compiled": "compile=True", **{rev: f"at {rev}" for rev in args.baseline}}
         part += [
             "",
             "Rollout beside update at the fixed shapes, from the same steps: completion tokens/s (generated, or "
@@ -722,7 +726,7 @@ def main():
         lines += part
 
     mib = 2**20
-    if not args.rss_only:  # 3 and 4
+    if not (args.rss_only or args.speed_only):  # 3 and 4
         # --- 3. memory, GRPO vs PPO
         mem = bench_memory(shape, task, tok, args, device, ctx)
         what = (
@@ -772,7 +776,7 @@ def main():
         lines += part
 
     # --- 5. the whole process: peak RSS of train_grpo.py from a large-vocabulary checkpoint
-    if args.rss or args.rss_only:
+    if (args.rss or args.rss_only) and not args.speed_only:
         with tempfile.TemporaryDirectory() as work:
             runs = bench_rss(args, work)
         base_rss, base_trace, base_loss = runs[""]
