@@ -11,6 +11,8 @@ What is added for RL:
     allocated once for prompt + completion and written in place; generate(compile=True) runs the
     per-token step through torch.compile (CUDA graphs on CUDA).
   - GPT.logprobs: the training-time forward, per-token log-probs of given completion tokens, with grad.
+  - completion_logprobs_chunked: the same without the (N, T, V) logits, the output layer over chunks of
+    positions, each recomputed in the backward (train_grpo.py --logits-chunk-size, docs/memory.md).
   - Prompts of different lengths: left_pad() them and pass the attention mask to forward, generate and
     completion_logprobs; position ids count real tokens only (mask.cumsum - 1, as Hugging Face's
     generate), pad keys are masked out, so a padded row gets the tokens and log-probs it would get alone.
@@ -27,8 +29,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
-from grpo import per_token_logps
+from grpo import per_token_logps, token_entropy
 
 END = "|"  # how the end token prints
 
@@ -245,10 +248,14 @@ class GPT(nn.Module):
             kvs.append(kv)
         return self.transformer.ln_f(x), kvs
 
-    def forward(self, idx, targets=None, attention_mask=None):
+    def forward(self, idx, targets=None, attention_mask=None, hidden=False):
         """Language-model forward: logits (B, T, V), and the mean cross-entropy if targets are given
-        (-1 in targets is the ignore index). attention_mask (B, T): 1 real, 0 left padding (see body)."""
+        (-1 in targets is the ignore index). attention_mask (B, T): 1 real, 0 left padding (see body).
+        hidden=True: the final hidden states (B, T, C) instead of logits, for a head applied outside
+        (completion_logprobs_chunked), still through a DDP or torch.compile wrapper."""
         h, _ = self.body(idx, attention_mask=attention_mask)
+        if hidden:
+            return h, None
         logits = self.lm_head(h)  # (B, T, V)
         if targets is None:
             return logits, None
@@ -272,6 +279,8 @@ class GPT(nn.Module):
         use_cache=True,
         attention_mask=None,
         compile=False,
+        tool=None,
+        trigger_id=None,
     ):
         """Sample completions of the prompts idx (B, P).
 
@@ -288,9 +297,16 @@ class GPT(nn.Module):
           CUDA). Fused kernels sum in another order: log-probs agree with the eager path's to float rounding,
           not bit for bit. The first call compiles (tens of seconds on a CPU); off by default, as on a CPU
           it pays only over many calls (bench.py --compile).
+        tool, trigger_id: multi-turn rollouts. When a row samples trigger_id (the end of a tool call),
+          tool(row, ids) is called with the row's index and its completion ids so far (the trigger last) and
+          returns the environment's reply as token ids; they are written into that row one per position
+          instead of the sampled token (the position's uniform is drawn and not used, so the other positions
+          sample what they would anyway) and fed back through the same decode step; the other rows go on
+          sampling. A reply counts against max_new_tokens: what does not fit is cut.
         Returns (tokens (B, max_new_tokens) long, logp (B, max_new_tokens) float): log-probs of the
         sampled tokens under the distribution they were drawn from (temperature and top-k applied;
-        for greedy, under the untempered softmax).
+        for greedy, under the untempered softmax). With a tool, also env (B, max_new_tokens) float,
+        1 where the environment wrote the token (its logp is 0: it was not sampled).
         """
         was_training = self.training
         self.eval()
@@ -301,6 +317,9 @@ class GPT(nn.Module):
         tokens = torch.full((B, T), -1 if eos_id is None else eos_id, dtype=torch.long, device=dev)
         logps = torch.zeros(B, T, device=dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
+        if tool is not None:
+            env = torch.zeros(B, T, device=dev)  # 1 = written by the environment
+            queued = [[] for _ in range(B)]  # per row, the reply tokens still to write
         seq = torch.cat([idx, tokens], dim=1)  # (B, P + T): the prompt, then each sampled token written in place
         # everything below is built once, not per token; every sampled token is real (after the end token
         # too: it is masked in the loss)
@@ -342,13 +361,34 @@ class GPT(nn.Module):
                 nxt, lp = sample(self.lm_head(h[:, -1]).float(), uniforms[:, t : t + 1], temperature, top_k)
             if eos_id is not None:
                 nxt, lp = nxt.masked_fill(done, eos_id), lp.masked_fill(done, 0.0)
+            if tool is not None:
+                nxt, lp = self._tool_turn(nxt, lp, t, tokens, env, queued, done, tool, trigger_id)
             tokens[:, t], logps[:, t], seq[:, n] = nxt, lp, nxt
             if eos_id is not None:
                 done = done | (nxt == eos_id)
                 if (t + 1) % check_every == 0 and bool(done.all()):  # the rest already holds eos_id and 0
                     break
         self.train(was_training)
-        return tokens, logps
+        return (tokens, logps) if tool is None else (tokens, logps, env)
+
+    @staticmethod
+    def _tool_turn(nxt, lp, t, tokens, env, queued, done, tool, trigger_id):
+        """generate's tool step at position t: rows with reply tokens queued take the next one instead of the
+        sampled nxt (log-prob 0, marked in env); rows that sampled trigger_id now call the tool and queue its
+        reply for the positions after t. Returns (nxt, lp) (B,) to write at t."""
+        forced = [i for i, q in enumerate(queued) if q]
+        if forced:
+            rows = torch.tensor(forced, device=nxt.device)
+            nxt, lp = nxt.clone(), lp.clone()
+            nxt[rows] = torch.tensor([queued[i].pop(0) for i in forced], dtype=nxt.dtype, device=nxt.device)
+            lp[rows], env[rows, t] = 0.0, 1.0
+        calls = (nxt == trigger_id) & ~done  # done rows hold the end token: never a call
+        if forced:
+            calls[rows] = False  # a trigger written by the environment is not the policy's call
+        for i in calls.nonzero().flatten().tolist():
+            ids = tokens[i, :t].tolist() + [trigger_id]
+            queued[i] = list(tool(i, ids))[: tokens.size(1) - t - 1]  # cut at max_new_tokens
+        return nxt, lp
 
     def decode(self, tok, pos, at, keys, n_keys, cache, u, temperature=1.0, top_k=None):
         """generate's per-token step: tokens tok (B, 1) at position ids pos, their keys and values written at
@@ -440,6 +480,55 @@ def completion_logprobs(model, seq, n_prompt, temperature=1.0, prompt_mask=None)
     logits, _ = model(seq[:, :-1], **kwargs)  # position t predicts token t+1
     logits = logits[:, n_prompt - 1 :].float() / temperature  # (N, T, V)
     return per_token_logps(logits, seq[:, n_prompt:]), logits
+
+
+def head_logprobs(h, weight, tokens, temperature=1.0, entropy_grad=False):
+    """The output layer on some positions: log-probs of tokens and the true entropy of the distribution.
+    h: (n, C), weight: (V, C) the lm_head's, tokens: (n,) long. Returns (logp (n,), entropy (n,)).
+    entropy_grad=False: the entropy without gradient (checkpointed, it would keep its (n, V) buffers to the end)."""
+    logits = F.linear(h, weight).float() / temperature  # (n, V), as completion_logprobs scales them
+    logp = per_token_logps(logits, tokens)  # (n,)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        return logp, token_entropy(logits)
+
+
+def completion_logprobs_chunked(
+    model, seq, n_prompt, temperature=1.0, prompt_mask=None, chunk_size=1024, entropy_grad=False
+):
+    """completion_logprobs without ever holding the (N, T, V) logits: the output layer runs over chunks of
+    chunk_size completion positions, and under grad each chunk is checkpointed (torch.utils.checkpoint), so
+    its backward recomputes that chunk's logits instead of keeping them. The body runs once, through the
+    wrapper (GPT.forward(hidden=True)); prompt positions never reach the head. Same numbers as
+    completion_logprobs to float rounding, gradients included (tests/test_memory.py).
+
+    Returns (logp (N, T), entropy (N, T)): the true entropy of each position's distribution (at the
+    temperature), in place of the logits a caller would take it from; logp with gradient, the entropy with
+    gradient only when entropy_grad (an entropy bonus): a checkpointed chunk recomputes everything it computed,
+    and whatever the backward never reads (the entropy's (n, V) buffers) would stay alive until it ends.
+    """
+    mask = full_mask(seq, n_prompt, prompt_mask)
+    kwargs = {} if mask is None else {"attention_mask": mask[:, :-1]}
+    h, _ = model(seq[:, :-1], hidden=True, **kwargs)  # (N, P+T-1, C), position t predicts token t+1
+    N, T = seq.size(0), seq.size(1) - n_prompt
+    h = h[:, n_prompt - 1 :].reshape(N * T, -1)  # (N*T, C) the completion positions
+    tokens = seq[:, n_prompt:].reshape(N * T)  # (N*T,)
+    weight = unwrap(model).lm_head.weight  # (V, C), tied to the embedding: its gradient sums both uses
+    logps, entropies = [], []
+    for i in range(0, N * T, chunk_size):
+        part = (h[i : i + chunk_size], weight, tokens[i : i + chunk_size], temperature, entropy_grad)
+        if torch.is_grad_enabled():  # keep only the chunk's inputs; backward recomputes its logits
+            lp, H = checkpoint(head_logprobs, *part, use_reentrant=False)
+        else:
+            lp, H = head_logprobs(*part)
+        logps.append(lp)
+        entropies.append(H)
+    return torch.cat(logps).view(N, T), torch.cat(entropies).view(N, T)
+
+
+def unwrap(model):
+    """The GPT inside DDP (.module) and torch.compile (._orig_mod) wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
 
 
 class ValueModel(nn.Module):

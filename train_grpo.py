@@ -7,6 +7,7 @@ GRPO training driver: SFT -> GRPO on a small character-level GPT (or a model you
     torchrun --standalone --nproc_per_node=2 train_grpo.py # data-parallel (gloo on CPU, nccl on CUDA)
     python train_grpo.py --init-from ../nanoGPT/out-shakespeare-char/ckpt.pt --task shakespeare
     python train_grpo.py --init-from gpt2 --task jsonl:qa.jsonl --device cuda   # GPT-2 weights, your data
+    python train_grpo.py --init-from gpt2 --task jsonl:qa.jsonl --micro-batch-size 8 --logits-chunk-size 1024
     python train_grpo.py --task examples/reverse_task.py:ReverseTask          # your own task class
 
 With no <out-dir>/policy.pth (default out/<task>) the SFT policy is trained first and saved there; it is
@@ -47,8 +48,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from grpo import clip_range, entropy_from_logits, group_advantages, grpo_loss, token_entropy, truncated
-from model import completion_logprobs
+from grpo import clip_range, group_advantages, grpo_loss, token_entropy, truncated
+from model import completion_logprobs, completion_logprobs_chunked
 from reward_model import DivergedError, add_rm_args, setup_rewards
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import (
@@ -78,7 +79,7 @@ from utils.rollouts import (
     wandb_rollout_table,
 )
 from utils.sft import add_init_args, add_model_args, check_model_config, load_policy
-from utils.tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward
+from utils.tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward, trigger_id
 
 TOP_K_REFUSED = (
     "--top-k is not supported for training: under top-k the tokens come from a truncated distribution, while the "
@@ -162,6 +163,20 @@ parser.add_argument(
     "--max-resample", type=at_least(1), default=4, help="dynamic sampling: most extra rollouts per step"
 )
 parser.add_argument("--grad-clip", type=positive(), default=1.0, help="clip the gradient's total 2-norm to this")
+parser.add_argument(
+    "--micro-batch-size",
+    type=at_least(1),
+    default=None,
+    help="completions per forward/backward on each rank, gradients accumulated to exactly the whole batch's "
+    "(docs/memory.md); default: the rank's whole batch at once",
+)
+parser.add_argument(
+    "--logits-chunk-size",
+    type=at_least(1),
+    default=None,
+    help="completion positions per chunk of the output layer in the training-time log-probs: never holds the "
+    "(N, T, V) logits, backward recomputes each chunk's (docs/memory.md); default: all positions at once",
+)
 add_run_args(parser, "grpo", torchrun=True)
 add_rollout_args(parser)
 parser.add_argument("--debug-trace", default=None, help="tests: save per-update diagnostics and gradients here")
@@ -203,6 +218,9 @@ master = rank == 0
 if args.batch_size % world:
     fail(f"--batch-size {args.batch_size} is not divisible by the {world} DDP processes")
 B, G = args.batch_size // world, args.group_size  # prompts per rank, completions per prompt
+if args.micro_batch_size and args.micro_batch_size < B * G and args.top_entropy_quantile < 1:
+    fail("--top-entropy-quantile < 1 takes its threshold over the rank's whole batch, not per micro-batch: "
+         f"use a --micro-batch-size of at least {B * G} (the rank's B*G completions) with it")  # fmt: skip
 device_type = "cuda" if device.startswith("cuda") else "cpu"
 ctx = nullcontext() if device_type == "cpu" else torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 if device_type == "cuda":
@@ -249,7 +267,16 @@ if args.resume:
     if args.lr_schedule != "constant" and before != {k: getattr(args, k) for k in before}:
         print0(f"note: the learning-rate schedule now follows these flags, not the checkpoint's run ({before})")
 
-sft_eval = task.evaluate(ref, tok, device) if master else {}  # pi_ref is the SFT policy, also after --resume
+
+def evaluate(model):
+    """The task's held-out evaluation; a tool that fails there stops the run in one line, as in a rollout."""
+    try:
+        return task.evaluate(model, tok, device)
+    except TaskError as e:
+        fail(f"--task {args.task}: held-out: {e}")
+
+
+sft_eval = evaluate(ref) if master else {}  # pi_ref is the SFT policy, also after --resume
 start = "SFT policy" if args.init_from == "scratch" else "starting policy"
 print0(f"{start} ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")
 train_model = torch.compile(policy) if args.compile else policy
@@ -264,6 +291,7 @@ except DivergedError as e:
     fail(f"reward model: {e}", code=1)
 reward_names = [name for name, _, _ in reward_funcs]
 columns = BASE_COLUMNS + [f"r_{n}" for n in reward_names] + ["kept_groups"] + (["gold_r"] if gold_fn else [])
+columns += ["tool_frac", "tool_calls", "env_frac"] if getattr(task, "tool", None) else []
 step_metrics = getattr(task, "step_metrics", None)  # a task's own per-step rollout columns
 columns += list(step_metrics(task.heldout[:1], [""])) if step_metrics else []
 columns += [k for k in sft_eval if k not in columns]  # a task's own evaluation keys
@@ -339,18 +367,42 @@ def trace_update(step, it, logp, old, mask, stats):
     )
 
 
-def rollout(prompts, u):
-    """Sample G completions for each prompt (left-padded to the longest). Returns (seq (n*G, P+T),
-    completions text, prompt_mask (n*G, P) 1 = real prompt token, mask (n*G, T) 1 = completion token)."""
+tool = getattr(task, "tool", None)  # multi-turn rollouts: the environment's replies are written in (utils/tasks.py)
+if tool is not None:
     try:
-        with ctx:
-            texts, seq, pmask, mask = complete(
-                policy, tok, [p for p in prompts for _ in range(G)], T, uses_eos=task.uses_eos,
-                temperature=args.temperature, uniforms=u, device=device, block_size=block_size,
-            )  # fmt: skip
+        call_id = trigger_id(tok, task.tool_trigger)
     except TaskError as e:
         fail(f"--task {args.task}: {e}")
-    return seq, texts, pmask, mask
+
+
+def rollout(prompts, u):
+    """Sample G completions for each prompt (left-padded to the longest). Returns (seq (n*G, P+T),
+    completions text, prompt_mask (n*G, P) 1 = real prompt token, mask (n*G, T) 1 = completion token,
+    env_mask (n*G, T) 1 = a token the task's tool wrote)."""
+    try:
+        with ctx:
+            texts, seq, pmask, mask, env_mask = complete(
+                policy, tok, [p for p in prompts for _ in range(G)], T, uses_eos=task.uses_eos,
+                temperature=args.temperature, uniforms=u, device=device, block_size=block_size,
+                tool=tool, tool_trigger=getattr(task, "tool_trigger", None),
+            )  # fmt: skip
+    except TaskError as e:  # a bad prompt, or a tool that failed: before this step's update
+        fail(f"--task {args.task}: {e}")
+    return seq, texts, pmask, mask, env_mask
+
+
+def logprobs(model, seq, n_prompt, pmask):
+    """Training-time log-probs of the completions (n, T) and what their entropy is read from: the logits
+    (n, T, V), or with --logits-chunk-size the per-token entropy (n, T) (the chunked head holds no logits)."""
+    if args.logits_chunk_size is None:
+        return completion_logprobs(model, seq, n_prompt, args.temperature, pmask)
+    chunk, bonus = args.logits_chunk_size, args.entropy_coef != 0  # the entropy needs a gradient only for the bonus
+    return completion_logprobs_chunked(model, seq, n_prompt, args.temperature, pmask, chunk, entropy_grad=bonus)
+
+
+def combine(means, counts):
+    """The mean over the whole batch from each micro-batch's masked mean over its counts (exact for one)."""
+    return sum(float(m) * float(n) for m, n in zip(means, counts, strict=True)) / max(sum(map(float, counts)), 1.0)
 
 
 def pad_prompts(seqs, pmasks):
@@ -379,13 +431,19 @@ for step in pbar:
         u_all = torch.rand(args.batch_size * G, T, generator=g)
         prompts = prompts_all[rank * B : (rank + 1) * B]
         u = u_all[rank * B * G : (rank + 1) * B * G]
-        seq, texts, pmask, mask = rollout(prompts, u)
+        seq, texts, pmask, mask, env_mask = rollout(prompts, u)
+        # the environment's tokens are context, never trained on: out of the mask every loss term, normaliser
+        # and column below sees
+        mask = mask * (1 - env_mask)  # (n*G, T)
         try:
             rewards, parts = total_reward(reward_funcs, [p for p in prompts for _ in range(G)], texts)
         except TaskError as e:
             fail(str(e))
         r = torch.tensor(rewards)
         draw = dict(prompts=prompts, seq=seq, pmask=pmask, texts=texts, mask=mask, r=r, parts=parts)
+        draw["env_mask"] = env_mask
+        if tool is not None:  # calls per completion: the trigger tokens the policy wrote
+            draw["calls"] = ((seq[:, pmask.size(1) :] == call_id) * mask).sum(1)  # (n*G,)
         keep = list(range(B))
         if args.dynamic_sampling:  # DAPO: a group whose rewards are all equal has advantage 0, drop it
             keep = (r.view(B, G).std(dim=1) > 0).nonzero().flatten().tolist()
@@ -411,18 +469,25 @@ for step in pbar:
     # --- advantages, on the global batch of rewards so that "batch" scale sees every rank's rewards
     r_global, offset = gather(r)  # (B_global*G,) the rewards trained on, every rank's
     adv = group_advantages(r_global, G, scale=args.scale)[offset : offset + r.numel()].to(device)  # (n*G,)
-    # --- reference and old log-probs (no grad)
+    # --- reference and old log-probs (no grad), in micro-batches of --micro-batch-size completions
+    M = args.micro_batch_size or seq.size(0)
+    micro = [slice(i, i + M) for i in range(0, seq.size(0), M)]  # the last one may be smaller
     with torch.no_grad(), ctx:
         ref_logp = None  # beta = 0: no KL term, so no reference forward (as TRL)
         if args.beta != 0:
-            ref_logp, _ = completion_logprobs(ref, seq, P, args.temperature, pmask)  # (n*G, T)
-            ref_logp = ref_logp.float()
+            ref_logp = torch.cat([logprobs(ref, seq[m], P, pmask[m])[0] for m in micro]).float()  # (n*G, T)
         old_logp = None
         if args.num_iterations > 1:  # pi_old: the sampling policy, before any of the mu updates
-            old_logp, _ = completion_logprobs(policy, seq, P, args.temperature, pmask)
+            old_logp = torch.cat([logprobs(policy, seq[m], P, pmask[m])[0] for m in micro])
+    # every normaliser is counted over the whole batch before the first micro-batch
     num_tokens = loss_mask.sum()
     if ddp and args.loss_type in ("dapo", "cispo"):
         dist.all_reduce(num_tokens)  # the global token count (DAPO's token-level normaliser)
+    if args.entropy_coef != 0:  # the entropy bonus is a token mean over the global batch, for every loss type
+        bonus_tokens = loss_mask.sum()
+        if ddp:
+            dist.all_reduce(bonus_tokens)
+        bonus_tokens = bonus_tokens.float().clamp(min=1)
     # --- mu updates on the same rollout
     lr = lr_at(step, args.steps, args.lr, args.warmup_frac, args.lr_schedule)
     for pg in optimizer.param_groups:
@@ -431,42 +496,62 @@ for step in pbar:
     if args.num_iterations > 1:  # a NaN in update 2+ undoes the step's earlier updates too
         saved = copy.deepcopy((policy.state_dict(), optimizer.state_dict()))
     for it in range(args.num_iterations):
-        with ctx:  # through the DDP wrapper, so that backward all-reduces the gradients
-            logp, logits = completion_logprobs(train_model, seq, P, args.temperature, pmask)  # (n*G, T)
-        if it == 0:
-            entropy = entropy_from_logits(logits.detach(), mask).item()
-        H = None  # per-token entropy with gradient: only the bonus and the top-entropy mask need it
-        if args.entropy_coef != 0 or args.top_entropy_quantile < 1:
-            H = token_entropy(logits)  # (n*G, T)
-        old = logp.detach() if old_logp is None else old_logp
-        loss, stats = grpo_loss(
-            logp,
-            old,
-            ref_logp,
-            adv,
-            loss_mask,
-            clip_eps=args.clip_eps,
-            clip_eps_high=args.clip_eps_high,
-            beta=args.beta,
-            loss_type=args.loss_type,
-            max_completion_len=T,
-            num_tokens=num_tokens,
-            importance_level=args.importance_level,
-            cispo_eps_max=args.cispo_eps_max,
-            delta=args.delta,
-            entropy=H,
-            top_entropy_quantile=args.top_entropy_quantile,
-            entropy_coef=args.entropy_coef,
-        )
-        if ddp and args.loss_type in ("dapo", "cispo"):
-            loss = loss * world  # DDP averages gradients over ranks; sum/global_count needs the sum
-        if step in args.debug_nan_steps and it == args.debug_nan_update:
-            loss = loss * float("nan")  # fault injection (tests only)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trace_update(step, it, logp, old, mask, stats)
+        loss, logps, micro_stats, entropies = None, [], [], []
+        for k, m in enumerate(micro):  # gradients add up over the micro-batches; DDP all-reduces after the last
+            lm = loss_mask[m]  # (M, T)
+            with train_model.no_sync() if ddp and k < len(micro) - 1 else nullcontext():
+                with ctx:  # through the DDP wrapper, so that backward all-reduces the gradients
+                    logp, out = logprobs(train_model, seq[m], P, pmask[m])  # (M, T), logits (M, T, V) or H (M, T)
+                H = out if args.logits_chunk_size else None  # (M, T) the chunked head's entropy (grad: bonus)
+                if it == 0:
+                    H_col = token_entropy(out.detach()) if H is None else H.detach()  # (M, T), every real token
+                    entropies.append(((H_col * mask[m]).sum() / mask[m].sum().clamp(min=1)).item())
+                if H is None and (args.entropy_coef != 0 or args.top_entropy_quantile < 1):
+                    H = token_entropy(out)  # (M, T) per-token entropy with gradient: the bonus and the top-entropy mask
+                old = logp.detach() if old_logp is None else old_logp[m]
+                loss_m, stats = grpo_loss(
+                    logp,
+                    old,
+                    None if ref_logp is None else ref_logp[m],
+                    adv[m],
+                    lm,
+                    clip_eps=args.clip_eps,
+                    clip_eps_high=args.clip_eps_high,
+                    beta=args.beta,
+                    loss_type=args.loss_type,
+                    max_completion_len=T,
+                    num_tokens=num_tokens,
+                    importance_level=args.importance_level,
+                    cispo_eps_max=args.cispo_eps_max,
+                    delta=args.delta,
+                    entropy=H,
+                    top_entropy_quantile=args.top_entropy_quantile,
+                )
+                # this micro-batch's share of the rank's loss, so that the shares sum to the whole batch's
+                if args.loss_type in ("grpo", "dr_grpo"):  # per-completion means (dr_grpo: over M * T)
+                    loss_m = loss_m * (logp.size(0) / seq.size(0))
+                elif args.loss_type == "bnpo":  # a token mean over the rank's batch (the step's, not the micro-batch's)
+                    loss_m = loss_m * (lm.sum() / loss_mask.sum().clamp(min=1))
+                if ddp and args.loss_type in ("dapo", "cispo"):
+                    loss_m = loss_m * world  # DDP averages gradients over ranks; sum/global_count needs the sum
+                if args.entropy_coef != 0:  # the bonus's token sum over the global count, x world against DDP's mean
+                    loss_m = loss_m - args.entropy_coef * (world * (H * lm).sum() / bonus_tokens)
+                if step in args.debug_nan_steps and it == args.debug_nan_update:
+                    loss_m = loss_m * float("nan")  # fault injection (tests only)
+                loss_m.backward()
+            loss = loss_m.detach() if loss is None else loss + loss_m.detach()
+            logps.append(logp.detach())
+            micro_stats.append(stats)
+            del logp, out, H, loss_m  # the next micro-batch's forward must not meet this one's logits
+        counts = [loss_mask[m].sum() for m in micro]  # every stat is a masked mean over the tokens trained on
+        stats = {key: torch.tensor(combine([s[key] for s in micro_stats], counts)) for key in micro_stats[0]}
+        if it == 0:
+            entropy = combine(entropies, [mask[m].sum() for m in micro])
+        logp = torch.cat(logps)  # (n*G, T)
+        trace_update(step, it, logp, logp if old_logp is None else old_logp, mask, stats)
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
-        step_bad = not (is_finite(loss.detach()) and is_finite(grad_norm))
+        step_bad = not (is_finite(loss) and is_finite(grad_norm))
         if ddp:  # every rank must agree to skip, or DDP ranks drift apart
             flag = torch.tensor(float(step_bad), device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -508,6 +593,11 @@ for step in pbar:
     }
     for name in reward_names:
         row[f"r_{name}"] = gather(first["parts"][name])[0].mean().item()
+    if tool is not None:
+        row["tool_frac"] = gather(first["calls"] > 0)[0].mean().item()
+        row["tool_calls"] = gather(first["calls"])[0].mean().item()
+        n_env = all_sum(float(first["env_mask"].sum()))
+        row["env_frac"] = n_env / max(n_env + all_sum(float(first["mask"].sum())), 1.0)
     if gold_fn is not None:
         gold = gold_fn([p for p in first["prompts"] for _ in range(G)], first["texts"])
         row["gold_r"] = gather(gold)[0].mean().item()
@@ -520,7 +610,7 @@ for step in pbar:
         trace.append({"step": step, "r_first": r0, "r_trained": r_global, "kept_groups": row["kept_groups"]})
         torch.save(trace, args.debug_trace)
     if master and (step % args.eval_every == 0 or step == args.steps):
-        row.update(task.evaluate(policy, tok, device))
+        row.update(evaluate(policy))
         comps = first["texts"]
         write_samples(samples_path, step, [p for p in first["prompts"] for _ in range(G)], comps, first["r"].tolist())
     if shown is not None:  # the first groups trained on, with the numbers the step's update started from
@@ -529,7 +619,7 @@ for step in pbar:
         parts = {n: [v for d, b in shown_rows for v in cut(d["parts"][n], b)] for n in reward_names}
         env = torch.cat([cut(d["env_mask"], b) for d, b in shown_rows]) if "env_mask" in first else None  # tools
         record = rollout_record(
-            step, "grpo", tok, groups, seq[:n_show], P, mask[:n_show], r[:n_show], parts, adv[:n_show], shown,
+            step, "grpo", tok, groups, seq[:n_show], P, mask[:n_show] + env, r[:n_show], parts, adv[:n_show], shown,
             env_mask=env, uses_eos=task.uses_eos,
         )  # fmt: skip
         append_rollouts(rollouts_file, {**record, **run_config(args)})
@@ -568,7 +658,7 @@ for step in pbar:
 # summary
 
 if master:
-    final_eval = task.evaluate(policy, tok, device)
+    final_eval = evaluate(policy)
     summary = {
         "task": task.name,
         "steps": args.steps,

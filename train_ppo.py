@@ -150,6 +150,8 @@ try:
     task = load_task(args.task, args.data)
 except TaskError as e:
     fail(str(e))
+if getattr(task, "tool", None) is not None:  # PPO's value, GAE and KL reward do not mask environment tokens
+    fail(f"--task {args.task}: {task.name} calls a tool; train_ppo.py does not support tools (use train_grpo.py)")
 args.out_dir = args.out_dir or os.path.join("out", task.name)
 args.steps = args.steps or task.rl_steps
 B, G = args.batch_size, args.group_size  # prompts per step, completions per prompt
@@ -257,7 +259,7 @@ def rollout(prompts, u):
     completions text, prompt_mask (B*G, P) 1 = real prompt token, mask (B*G, T) 1 = completion token)."""
     try:
         with ctx:
-            texts, seq, pmask, mask = complete(
+            texts, seq, pmask, mask, _ = complete(
                 policy, tok, [p for p in prompts for _ in range(G)], T, uses_eos=task.uses_eos,
                 temperature=args.temperature, uniforms=u, device=device, block_size=block_size,
             )  # fmt: skip

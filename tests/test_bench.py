@@ -111,6 +111,16 @@ def test_bench_quick(tmp_path):
     grpo_state, ppo_state = float(mem[0][2]), float(mem[1][2])
     assert grpo_state < ppo_state  # PPO also holds a value model with its gradients and Adam state
     assert 0 < float(mem[0][3]) < float(mem[1][3])
+    # a large vocabulary: each flag, and both, hold less than the whole batch through the plain head
+    head = table(out, "| update | peak (MiB) |")
+    assert [r[0] for r in head] == [
+        "today (whole batch, plain head)",
+        "--micro-batch-size 3",
+        "--logits-chunk-size 5",
+        "both (3, 5)",
+    ]
+    assert head[0][2] == "1.000" and all(0 < float(r[2]) < 1 for r in head[1:])
+    assert float(head[3][2]) < min(float(r[2]) for r in head[1:3])
     assert "MFU" not in out
     assert out_md.read_text().strip() in out
 

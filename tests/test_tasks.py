@@ -136,7 +136,7 @@ def test_shakespeare_unchanged():
 
 
 def test_builtin_names_load_the_builtin_classes(tmp_path):
-    assert type(load_task("arithmetic")) is ArithmeticTask and set(TASKS) == {"arithmetic", "shakespeare", "chain"}
+    assert type(load_task("arithmetic")) is ArithmeticTask and set(TASKS) == {"arithmetic", "shakespeare", "chain", "chain_tool"}
     text = write(tmp_path / "words.txt", "love and peace, " * 200)
     t = load_task("shakespeare", data=str(text))
     assert type(t) is ShakespeareTask and t.train_text.startswith("love and peace")
@@ -480,17 +480,17 @@ def test_complete_pads_prompts_of_different_lengths_exactly():
     prompts = ["ab>", "abcde>", "c>", "fedcb>"]
     u = torch.rand(4, 6, generator=torch.Generator().manual_seed(0))
     for kw in [{"temperature": 1.0, "uniforms": u}, {}]:  # sampled with fixed numbers, and greedy
-        texts, seq, pmask, mask = complete(model, tok, prompts, 6, uses_eos=True, **kw)
+        texts, seq, pmask, mask, _ = complete(model, tok, prompts, 6, uses_eos=True, **kw)
         assert len(set(texts)) > 1 and any(t.endswith(END) for t in texts) and any(len(t) == 6 for t in texts)
         assert seq.shape == (4, 6 + 6) and pmask.tolist()[0] == [0, 0, 0, 1, 1, 1] and pmask[1].all()
         for i, p in enumerate(prompts):
             kw1 = {**kw, "uniforms": u[i : i + 1]} if kw else {}
-            t1, s1, _, m1 = complete(model, tok, [p], 6, uses_eos=True, **kw1)
+            t1, s1, _, m1, _ = complete(model, tok, [p], 6, uses_eos=True, **kw1)
             assert texts[i] == t1[0] and torch.equal(seq[i, -6:], s1[0, -6:]) and torch.equal(mask[i], m1[0])
             ids = seq[i, -6:].tolist()
             n = ids.index(tok.eos_id) + 1 if tok.eos_id in ids else 6
             assert mask[i].tolist() == [1.0] * n + [0.0] * (6 - n)
-    texts, _, _, mask = complete(model, tok, prompts, 6, uses_eos=False, temperature=1.0, uniforms=u)
+    texts, _, _, mask, _ = complete(model, tok, prompts, 6, uses_eos=False, temperature=1.0, uniforms=u)
     assert all(len(t) == 6 for t in texts) and mask.sum() == 24
 
 

@@ -39,6 +39,20 @@ rank's), held-out from its evaluate. The chain task's (utils/tasks.py ChainTask)
   eval_acc_think, eval_acc_direct  greedy accuracy among the worked and among the direct completions
                 (nan when there is none)
   eval_*_sampled  the same sampled at temperature 1 with fixed random numbers
+A task with a tool (utils/tasks.py, docs/tools.md) adds, per step on the first draw's completions (every rank's):
+  tool_frac     share of the step's completions in which the policy called the tool at least once (wrote the
+                trigger token; a trigger inside a reply is the environment's, not a call)
+  tool_calls    mean number of calls (trigger tokens the policy wrote) per completion
+  env_frac      share of the step's completion tokens (up to and including the end token) that the environment
+                wrote (the tool's replies)
+  With a tool, the columns counted over tokens (len_mean, entropy, kl, clip_frac, tokens_per_s) count the
+  policy's tokens only: the environment's are not in the mask (len_mean + the replies = the completion).
+The chain_tool task's (utils/tasks.py ChainToolTask) held-out columns, beside chain's (whose eval_len counts
+the replies' characters too, and eval_think_frac, eval_acc_think every worked solution, called or not):
+  eval_tool_frac  greedy: share of the held-out completions that called the calculator ("#")
+  eval_acc_tool, eval_acc_head  greedy accuracy among the completions that called the calculator, and among
+                the worked ones that did not (worked in the head); nan when there is none (eval_acc_direct: chain's)
+  eval_tool_frac_sampled, eval_acc_tool_sampled, eval_acc_head_sampled  the same sampled, as chain's _sampled
   gold_r        shakespeare with a reward model: mean gold score (the lexicon rule) of the step's
                 samples, beside mean_r = r_rm, the reward model's score that was optimised
   time_s        wall-clock seconds since the run started (not counting SFT)

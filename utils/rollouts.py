@@ -29,8 +29,7 @@ import sys
 
 import torch
 
-from grpo import token_entropy
-from model import completion_logprobs
+from model import completion_logprobs_chunked
 
 
 def add_rollout_args(parser):
@@ -72,11 +71,11 @@ def append_rollouts(path, record):
 def token_stats(policy, ref, seq, n_prompt, prompt_mask, temperature, ctx):
     """Per-token numbers of the rows seq (n, P + T) under policy (and ref, or None): a dict of (n, T)
     float tensors logp, entropy, and ref_logp and kl (k3, as grpo_loss) when ref is given."""
-    with ctx:
-        logp, logits = completion_logprobs(policy, seq, n_prompt, temperature, prompt_mask)  # (n, T), (n, T, V)
-        out = {"logp": logp.float(), "entropy": token_entropy(logits)}  # (n, T)
+    with ctx:  # the chunked head: never the (n, T, V) logits (at GPT-2's vocabulary they would dwarf the update)
+        logp, H = completion_logprobs_chunked(policy, seq, n_prompt, temperature, prompt_mask)  # (n, T) each
+        out = {"logp": logp.float(), "entropy": H}  # (n, T)
         if ref is not None:
-            ref_logp, _ = completion_logprobs(ref, seq, n_prompt, temperature, prompt_mask)
+            ref_logp, _ = completion_logprobs_chunked(ref, seq, n_prompt, temperature, prompt_mask)
             d = ref_logp.float() - out["logp"]  # log(pi_ref / pi_theta)
             out.update(ref_logp=ref_logp.float(), kl=torch.exp(d) - d - 1)  # k3 (Schulman), as grpo.py
     return out

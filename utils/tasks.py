@@ -6,6 +6,8 @@ Pick one with --task:
                            that never depends on --seed, into 7600 for training and 500 held out.
   chain                    built in: "7*3+5*2+4=" -> "<7*3=21;21+5=26;26*2=52;52+4=56>56|" or "56|", a
                            calculator chain evaluated left to right, where working it out pays (ChainTask).
+  chain_tool               built in: the chain task with a calculator the policy may call, "7*3#" and the
+                           environment writes "21" (ChainToolTask, docs/tools.md)
   shakespeare              built in: a 32-character window of tiny Shakespeare as prompt, a fixed-length
                            32-character completion scored by `gold_score` (the reward-model issue learns it).
                            The first 90% of the text gives training prompts, the last 10% held-out ones.
@@ -34,6 +36,14 @@ Optional (default)
                   when there is one) (model, tok, device) -> {"eval_...": float}
   step_metrics    (None) (prompts, completions) -> {column: float}: extra per-step columns of the
                   rollout (chain: think_frac, len_right, len_wrong), defined in utils/metrics.py
+  tool            (None) f(prompt, text) -> str: an environment the policy may call (multi-turn rollouts).
+                  When the policy writes tool_trigger, f gets the prompt and the completion so far (the
+                  trigger last; earlier replies included) and returns its reply, which is written into the
+                  completion token by token, in the context of every later token and in no loss, normaliser,
+                  column or SFT target (the environment mask, docs/tools.md); reward functions see the whole
+                  text, replies included. A reply counts against max_new_tokens. A tool that raises, returns a
+                  non-string or characters the vocabulary lacks stops the run (exit 2, one line).
+  tool_trigger    (None) the one character (one token) that ends a call; required with tool
   Only for a model trained from scratch (--init-from scratch, a character tokenizer):
   chars           (None) every character prompts and completions use (the end token "|" is added)
   block_size      (longest of `heldout` and 1024 sampled training prompts, + max_new_tokens) the context
@@ -340,6 +350,7 @@ class ChainTask:
             comps = complete(
                 model, tok, prompts, self.max_new_tokens, uses_eos=True, temperature=temperature,
                 uniforms=u if temperature else None, device=device,
+                tool=getattr(self, "tool", None), tool_trigger=getattr(self, "tool_trigger", None),
             )[0]  # fmt: skip
             right = self.correct(prompts, comps)
             worked = [thinks(c) for c in comps]
@@ -351,7 +362,12 @@ class ChainTask:
             for fmt, name in ((True, "think"), (False, "direct")):
                 rs = [r for r, w in zip(right, worked, strict=True) if w == fmt]
                 out[f"eval_acc_{name}{suffix}"] = sum(rs) / len(rs) if rs else float("nan")
+            out.update(self.format_columns(comps, right, suffix))
         return out
+
+    def format_columns(self, comps, right, suffix):
+        """More held-out columns from the completions and whether each is right (chain_tool's formats)."""
+        return {}
 
 
 class ChainControlTask(ChainTask):
@@ -360,6 +376,91 @@ class ChainControlTask(ChainTask):
 
     name = "chain_control"
     worked_frac = 0.0
+
+
+# chain_tool: the chain task with a calculator. Inside the scratchpad a step is worked in the head, "7*3=21",
+# or handed to the calculator, "7*3#" after which the environment writes "21" and the policy goes on with ";".
+_TOOL_STEP = r"\d+[*+]\d+(=\d+|#(\d+|\?))"
+_TOOL_FORM = re.compile(rf"^(<{_TOOL_STEP}(;{_TOOL_STEP})*>)?\d+{re.escape(END)}$")
+_CALL = re.compile(r"(\d+)([*+])(\d+)#$")
+
+
+def calculator(prompt, text):
+    """chain_tool's tool: the value of the call "a*b#" or "a+b#" that ends text, or "?" for a malformed call."""
+    m = _CALL.search(text)
+    if m is None:
+        return "?"
+    a, op, b = int(m[1]), m[2], int(m[3])
+    return str(a * b if op == "*" else a + b)
+
+
+def chain_tool_worked(prompt):
+    """The worked solution of a chain prompt with every step handed to the calculator (without the end token)."""
+    steps = chain_steps(prompt)
+    return "<" + ";".join(f"{e}#{v}" for e, v in steps) + ">" + str(steps[-1][1])
+
+
+def calls(completion):
+    """How many times a chain_tool completion called the calculator."""
+    return completion.count("#")
+
+
+class ChainToolTask(ChainTask):
+    """--task chain_tool: the chain task with a calculator the policy may call (docs/tools.md). The tool: when
+    the policy writes "#", the calculator replies with the value of the step a*b or a+b before it ("?" for a
+    malformed call). Three formats: direct "56|", worked in the head "<7*3=21;...>56|", worked with the
+    calculator "<7*3#21;21+5#26;...>56|" (the digits after "#" are the environment's).
+
+    Reward as chain's: the final answer (1.0) and well-formedness (0.1, the same for every format), never the
+    tool use. SFT data as chain's, but a small share of the worked solutions (sft_tool_frac, 5% of them: 0.6%
+    of the rows) call the calculator on every step; its replies are context, never SFT targets.
+    """
+
+    name = "chain_tool"
+    chars = ChainTask.chars + "#?"
+    rl_steps = 60
+    sft_tool_frac = 0.05  # of the worked SFT solutions: 0.6% of the rows
+    tool_trigger = "#"
+
+    def tool(self, prompt, text):
+        return calculator(prompt, text)
+
+    def well_formed(self, prompts, completions):
+        return [float(bool(_TOOL_FORM.match(c))) for c in completions]
+
+    def sft_examples(self, g, n):
+        """chain's rows (n drawn first); then each worked one calls the calculator on every step with
+        probability sft_tool_frac."""
+        rows = super().sft_examples(g, n)
+        use_tool = (torch.rand(n, generator=g) < self.sft_tool_frac).tolist()
+        return [
+            (p, chain_tool_worked(p) + END if u and thinks(c) else c) for (p, c), u in zip(rows, use_tool, strict=True)
+        ]
+
+    def sft_batch(self, g, n, tok):
+        # the working calculator, also for the control: its SFT data is chain_tool's
+        return sft_batch_from_examples(self.sft_examples(g, n), tok, calculator, self.tool_trigger)
+
+    def format_columns(self, comps, right, suffix):
+        """Held-out columns beside chain's (eval_acc_think there counts every worked solution): the share
+        of completions that called the calculator, the accuracy of each format (tool, head, direct)."""
+        kinds = ["tool" if calls(c) else "head" if thinks(c) else "direct" for c in comps]
+        out = {f"eval_tool_frac{suffix}": kinds.count("tool") / len(comps)}
+        for kind in ("tool", "head", "direct"):
+            rs = [r for r, k in zip(right, kinds, strict=True) if k == kind]
+            out[f"eval_acc_{kind}{suffix}"] = sum(rs) / len(rs) if rs else float("nan")
+        return out
+
+
+class ChainToolControlTask(ChainToolTask):
+    """The control (--task utils.tasks:ChainToolControlTask): chain_tool's SFT data and policy, but the
+    calculator is switched off: every call is answered "?". Whatever the policy gains here, the calculator
+    did not give it."""
+
+    name = "chain_tool_control"
+
+    def tool(self, prompt, text):
+        return "?"
 
 
 # -----------------------------------------------------------------------------
@@ -491,10 +592,11 @@ class JsonlTask:
 # -----------------------------------------------------------------------------
 # loading a task by name, file, module or data file
 
-TASKS = {"arithmetic": ArithmeticTask, "shakespeare": ShakespeareTask, "chain": ChainTask}
+TASKS = {"arithmetic": ArithmeticTask, "shakespeare": ShakespeareTask, "chain": ChainTask, "chain_tool": ChainToolTask}
 TASKS_WITH_DATA = {"shakespeare"}  # the built-in tasks that read --data
 SPEC_FORMS = (
-    "arithmetic, shakespeare, chain, path/to/my_task.py:Class, some.module:Name, jsonl:data.jsonl[,heldout.jsonl]"
+    "arithmetic, shakespeare, chain, chain_tool, path/to/my_task.py:Class, some.module:Name, "
+    "jsonl:data.jsonl[,heldout.jsonl]"
 )
 
 
@@ -602,7 +704,19 @@ def check_task(task, source):
     chars = getattr(task, "chars", None)
     if chars is not None and (not isinstance(chars, str) or END in chars):
         bad(f"chars must be a string without {END!r} (the end token's), not {chars!r:.40}")
-    for attr in ("sample_prompts", "correct", "evaluate", "sft_examples", "sft_batch", "sft_progress", "step_metrics"):
+    tool, trigger = getattr(task, "tool", None), getattr(task, "tool_trigger", None)
+    if tool is not None and not (isinstance(trigger, str) and len(trigger) == 1 and trigger != END):
+        bad(f"a tool needs tool_trigger, the one character that ends a call, not {trigger!r:.40}")
+    for attr in (
+        "sample_prompts",
+        "correct",
+        "evaluate",
+        "sft_examples",
+        "sft_batch",
+        "sft_progress",
+        "step_metrics",
+        "tool",
+    ):
         v = getattr(task, attr, None)
         if (attr == "sample_prompts" or v is not None) and not callable(v):
             bad(f"{attr} must be callable, not {v!r:.40}")
@@ -628,12 +742,14 @@ def check_task(task, source):
 def with_defaults(task):
     """Set the optional attributes task lacks to their defaults (the table above); returns task."""
     defaults = {"uses_eos": True, "rl_steps": 200, "correct": None, "chars": None}
-    defaults.update(sft_examples=None, sft_batch=None, sft_progress=None)
+    defaults.update(sft_examples=None, sft_batch=None, sft_progress=None, tool=None, tool_trigger=None)
     for attr, default in defaults.items():
         if not hasattr(task, attr):
             setattr(task, attr, default)
     if task.sft_batch is None and task.sft_examples is not None:
-        task.sft_batch = lambda g, n, tok: sft_batch_from_examples(task.sft_examples(g, n), tok)
+        task.sft_batch = lambda g, n, tok: sft_batch_from_examples(
+            task.sft_examples(g, n), tok, task.tool, task.tool_trigger
+        )
     if not hasattr(task, "evaluate"):
         task.evaluate = functools.partial(evaluate_greedy, task)
     if not hasattr(task, "block_size"):
@@ -680,37 +796,89 @@ def encode_prompts(tok, prompts, max_new_tokens=0, block_size=None):
 
 
 def complete(
-    model, tok, prompts, max_new_tokens, *, uses_eos, temperature=0.0, uniforms=None, device="cpu", block_size=None
+    model,
+    tok,
+    prompts,
+    max_new_tokens,
+    *,
+    uses_eos,
+    temperature=0.0,
+    uniforms=None,
+    device="cpu",
+    block_size=None,
+    tool=None,
+    tool_trigger=None,
 ):
     """Complete prompts of any lengths: left-padded, model.generate, decoded as reward functions see them.
 
     temperature 0 is greedy; uniforms (B, max_new_tokens) drive sampling (default torch.rand); block_size:
-    refuse (TaskError) prompts whose tokens + max_new_tokens exceed it (see encode_prompts).
+    refuse (TaskError) prompts whose tokens + max_new_tokens exceed it (see encode_prompts). tool,
+    tool_trigger: the task's (the interface above): its replies are written into the completions, and a
+    bad reply raises TaskError (one line naming the prompt and the call).
     Returns (texts [B], seq (B, P + T) long prompt then completion, prompt_mask (B, P) long 1 = real
-    prompt token, mask (B, T) float 1 = completion token: up to and including the end token, or all).
+    prompt token, mask (B, T) float 1 = completion token: up to and including the end token, or all,
+    env_mask (B, T) float 1 = a token the tool wrote (inside mask; all 0 without a tool)).
     """
     rows = encode_prompts(tok, prompts, max_new_tokens, block_size)
     idx, prompt_mask = left_pad(rows, tok.pad_id)  # (B, P)
     idx, prompt_mask = idx.to(device), prompt_mask.to(device)
     eos_id = tok.eos_id if uses_eos else None
     # an all-ones mask (every prompt the same length) takes generate's unpadded path: the same numbers
-    out, _ = model.generate(
-        idx, max_new_tokens, temperature=temperature, eos_id=eos_id, uniforms=uniforms, attention_mask=prompt_mask
-    )  # (B, T)
+    kw = dict(temperature=temperature, eos_id=eos_id, uniforms=uniforms, attention_mask=prompt_mask)
+    if tool is None:
+        out, _ = model.generate(idx, max_new_tokens, **kw)  # (B, T)
+        env = torch.zeros(out.shape, device=out.device)
+    else:
+        call = functools.partial(_call_tool, tool, tok, prompts)
+        out, _, env = model.generate(idx, max_new_tokens, tool=call, trigger_id=trigger_id(tok, tool_trigger), **kw)
     if uses_eos:
         texts = [tok.decode_completion(r) for r in out.tolist()]
         mask = completion_mask(out, eos_id)  # (B, T) real tokens up to and including the end token
     else:
         texts = [tok.decode(r) for r in out.tolist()]
         mask = torch.ones_like(out, dtype=torch.float)
-    return texts, torch.cat([idx, out], dim=1), prompt_mask, mask
+    return texts, torch.cat([idx, out], dim=1), prompt_mask, mask, env * mask
+
+
+def trigger_id(tok, trigger):
+    """The token id of a tool's trigger; TaskError unless it is exactly one token."""
+    try:
+        ids = tok.encode(trigger)
+    except (KeyError, ValueError):
+        ids = []
+    if len(ids) != 1:
+        raise TaskError(f"tool_trigger {trigger!r} must be one token of the model's vocabulary")
+    return ids[0]
+
+
+def _call_tool(tool, tok, prompts, i, ids):
+    """generate's tool hook: the task's tool(prompt, text so far) -> reply str, as token ids. Raises TaskError
+    (one line naming the prompt and the call) when it raises, returns a non-string or unwritable characters."""
+    text = tok.decode(ids)
+    where = (
+        f"the tool {getattr(tool, '__qualname__', repr(tool))}, called on prompt {prompts[i]!r:.40} after {text!r:.60}"
+    )
+    try:
+        reply = tool(prompts[i], text)
+    except Exception as e:  # any failure of user code: reported in one line, the run stops (never hidden)
+        raise TaskError(f"{where}, raised {type(e).__name__}: {str(e)[:80]}") from None
+    if not isinstance(reply, str):
+        raise TaskError(f"{where}, returned {reply!r:.40}, not a string")
+    try:
+        out = tok.encode(reply)
+    except (KeyError, ValueError):
+        out = None
+    if out is None or (tok.eos_id is not None and tok.eos_id in out):
+        raise TaskError(f"{where}, returned {reply!r:.40}: characters the model's vocabulary lacks")
+    return out
 
 
 def evaluate_greedy(task, model, tok, device, prompts=None):
     """The default evaluate: greedy completions of prompts (default task.heldout), all in one batch.
     Returns {"eval_acc": mean correct (only when the task has `correct`), "eval_r": mean total reward}."""
     prompts = task.heldout if prompts is None else prompts
-    comps = complete(model, tok, prompts, task.max_new_tokens, uses_eos=task.uses_eos, device=device)[0]
+    tools = dict(tool=getattr(task, "tool", None), tool_trigger=getattr(task, "tool_trigger", None))
+    comps = complete(model, tok, prompts, task.max_new_tokens, uses_eos=task.uses_eos, device=device, **tools)[0]
     out = {}
     if getattr(task, "correct", None) is not None:
         out["eval_acc"] = sum(task.correct(prompts, comps)) / len(prompts)
@@ -718,26 +886,44 @@ def evaluate_greedy(task, model, tok, device, prompts=None):
     return out
 
 
-def sft_batch_from_examples(examples, tok):
+def sft_batch_from_examples(examples, tok, tool=None, tool_trigger=None):
     """[(prompt, completion)] -> (x, y) (n, T) long for next-token SFT on the completions: y holds the
     completion's tokens (a trailing END becomes the end token) and -1 (ignored) over the prompt and the
-    right padding; x is padded with the end token."""
-    rows, starts = [], []
+    right padding; x is padded with the end token. With a tool, the tool's replies are context, never
+    targets: after each tool_trigger the tool is called as in a rollout and its reply, which the completion
+    must continue with (else TaskError), is -1 in y."""
+    rows, starts, envs = [], [], []
     for prompt, completion in examples:
         ids = tok.encode(prompt)
         starts.append(len(ids))
-        if completion.endswith(END):
-            ids += tok.encode(completion[: -len(END)]) + [tok.eos_id]
-        else:
-            ids += tok.encode(completion)
+        body = completion.removesuffix(END)
+        ids += tok.encode(body) + ([tok.eos_id] if completion.endswith(END) else [])
         rows.append(ids)
+        envs.append(_reply_positions(prompt, body, tool, tool_trigger) if tool is not None else [])
     T = max(len(r) for r in rows)
     x = torch.full((len(rows), T - 1), tok.eos_id, dtype=torch.long)
     y = torch.full((len(rows), T - 1), -1, dtype=torch.long)
     for i, (r, P) in enumerate(zip(rows, starts, strict=True)):
         x[i, : len(r) - 1] = torch.tensor(r[:-1])
         y[i, P - 1 : len(r) - 1] = torch.tensor(r[P:])  # completion (+ end) only
+        for k in envs[i]:  # the tool's reply: predicting it is not the policy's job
+            y[i, P + k - 1] = -1
     return x, y
+
+
+def _reply_positions(prompt, text, tool, trigger):
+    """Character positions of text that the tool writes (a character tokenizer: one token each), replaying
+    the calls a rollout would make. Raises TaskError where text does not continue with the tool's reply."""
+    out, k = [], 0
+    while (k := text.find(trigger, k)) >= 0:
+        reply = tool(prompt, text[: k + 1])
+        if not text.startswith(reply, k + 1) and not (text[k + 1 :] and reply.startswith(text[k + 1 :])):
+            raise TaskError(
+                f"SFT example {prompt!r:.40} -> {text!r:.60}: after the call at {k} the tool replies {reply!r}"
+            )
+        out += range(k + 1, min(k + 1 + len(reply), len(text)))
+        k += 1 + len(reply)
+    return out
 
 
 def total_reward(reward_funcs, prompts, completions):
