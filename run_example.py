@@ -25,6 +25,8 @@ Steps:
      (train_grpo.py --task chain); <logs>/chain_acc_len.png: held-out accuracy, completion length and
      share of worked solutions per step, rising together
   6. <logs>/results.md: a table per method (reward, accuracy, KL, wall time, samples, memory)
+  7. <logs>/grpo_vs_ppo.html, chain.html, rlhf.html: the runs' rollouts token by token, offline pages
+     (view.py, docs/viewer.md); not with --logs results
 
 The default run is the same pipeline made shorter, to show every effect in about 5 minutes on 2 idle cores:
 - the three independent parts (arithmetic 1-2, shakespeare 4, chain 5) run at once (--jobs 3), each
@@ -54,6 +56,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from plot import plot_curves
 from utils.metrics import read_csv
 from utils.tasks import TASKS
+from view import write_page
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 ARITH_STEPS = 200  # the default (shortened) arithmetic runs; --full: the task's 1200
@@ -383,6 +386,15 @@ def main():
             logs, ["eval_acc", "eval_len", "eval_think_frac"], os.path.join(L, "chain_acc_len.png"), title=title
         )
 
+    # --- the viewer pages: the runs' rollouts token by token, GRPO beside PPO (view.py, docs/viewer.md)
+    pages = []
+    if os.path.realpath(L) != os.path.realpath(COMMITTED):  # results/ holds only what docs/results.md names
+        pages.append(write_page([runs[m][0]["log"] for m in methods], os.path.join(L, "grpo_vs_ppo.html")))
+        if chain:
+            pages.append(write_page([chain[0]["log"]], os.path.join(L, "chain.html")))
+        if rlhf:
+            pages.append(write_page([rlhf[0]["log"]], os.path.join(L, "rlhf.html")))
+
     # --- 6. results table
     device = runs[methods[0]][0]["summary"]["device"]
     cmd = " ".join(["python run_example.py", *sys.argv[1:]])
@@ -448,6 +460,8 @@ def main():
     print("\n" + "\n".join(lines))
     if os.path.realpath(L) != os.path.realpath(COMMITTED):
         compare_with_committed(L, runs, rlhf, steps, chain)
+    if pages:
+        print("\nThe rollouts token by token (open in a browser, offline): " + ", ".join(pages))
 
 
 def share(x):

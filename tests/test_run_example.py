@@ -39,6 +39,10 @@ def test_run_example_tiny(tmp_path):
         assert f"$ python {script}" in p.stdout
     # where the results are, and the committed ones beside them
     assert f"Your results: {logs / 'results.md'}" in p.stdout
+    for page in ("grpo_vs_ppo.html", "chain.html"):  # the viewer's pages, GRPO beside PPO, printed
+        html = (logs / page).read_text()
+        assert str(logs / page) in p.stdout and "<html" in html.lower()
+    assert html.count("class=") > 10
     assert "arithmetic GRPO: held-out accuracy" in p.stdout and "committed" in p.stdout
     assert "shakespeare GRPO beta=0.04: gold score" in p.stdout
     assert "The full runs: python run_example.py --full" in p.stdout

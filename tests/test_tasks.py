@@ -136,7 +136,12 @@ def test_shakespeare_unchanged():
 
 
 def test_builtin_names_load_the_builtin_classes(tmp_path):
-    assert type(load_task("arithmetic")) is ArithmeticTask and set(TASKS) == {"arithmetic", "shakespeare", "chain", "chain_tool"}
+    assert type(load_task("arithmetic")) is ArithmeticTask and set(TASKS) == {
+        "arithmetic",
+        "shakespeare",
+        "chain",
+        "chain_tool",
+    }
     text = write(tmp_path / "words.txt", "love and peace, " * 200)
     t = load_task("shakespeare", data=str(text))
     assert type(t) is ShakespeareTask and t.train_text.startswith("love and peace")
