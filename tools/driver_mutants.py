@@ -2,7 +2,7 @@
 tests that should catch it. mutmut (tools/mutation.sh) covers the pure modules; the drivers' bugs live in
 code that only subprocess runs reach, which mutmut's in-process trampolines cannot see.
 
-    python tools/driver_mutants.py              # every mutant, about 10-20 minutes on 2 cores
+    python tools/driver_mutants.py              # every mutant, about 4 minutes on 2 cores
     python tools/driver_mutants.py -k horizon   # the mutants whose name contains "horizon"
 
 Each mutant replaces one exact piece of text (it must occur once) in a scratch copy of the working tree

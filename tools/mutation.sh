@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Mutation testing of grpo.py, ppo.py and model.py against their fast unit tests (mutmut 3, configured in
+# Mutation testing of grpo.py, ppo.py and model.py against their fast in-process tests (mutmut 3, configured in
 # pyproject.toml). A fresh run every time: mutants/ is mutmut's scratch copy of the project (not committed).
 #
-#     bash tools/mutation.sh            # 2-5 minutes on 2 CPU cores, one worker
+#     bash tools/mutation.sh            # 5-7 minutes on 2 CPU cores, one worker
 #
 # Then `mutmut show <name>` prints a mutant's diff. Prints killed / survived / ... per module.
 set -euo pipefail
