@@ -243,6 +243,14 @@ class Batch:
         self.rewards = task.reward_funcs
 
 
+def shape_config(shape, task, tok):
+    """The GPTConfig of a bench shape (n_layer, n_embd, n_head, B, G, T): prompts of the task's length + T tokens."""
+    n_layer, n_embd, n_head, _, _, T = shape
+    return GPTConfig(
+        block_size=task.prompt_len + T, vocab_size=tok.vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd
+    )
+
+
 def make_models(cfg, device, seed, value=False):
     """policy, frozen reference (a copy) and, for PPO, a value model; one Adam over what trains."""
     torch.manual_seed(seed)
@@ -386,9 +394,7 @@ def bench_grpo(shape, task, tok, args, device, ctx, matmul, peak, base=None):
     """Warm-up step, then the fastest of --repeats steps, by phase, for each rollout variant (the current
     generate, and with --baseline / --compile the others), steps interleaved. Returns {variant: row}."""
     n_layer, n_embd, n_head, B, G, T = shape
-    cfg = GPTConfig(
-        block_size=task.prompt_len + T, vocab_size=tok.vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd
-    )
+    cfg = shape_config(shape, task, tok)
     models, opt = make_models(cfg, device, args.seed)
     batch = Batch(task, tok, B, G, T, args.seed, device)
     timer = PhaseTimer(device)
@@ -423,9 +429,7 @@ def bench_grpo(shape, task, tok, args, device, ctx, matmul, peak, base=None):
 def bench_memory(shape, task, tok, args, device, ctx):
     """Peak memory over building the models and two steps (the second with Adam's state in place)."""
     n_layer, n_embd, n_head, B, G, T = shape
-    cfg = GPTConfig(
-        block_size=task.prompt_len + T, vocab_size=tok.vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd
-    )
+    cfg = shape_config(shape, task, tok)
     batch = Batch(task, tok, B, G, T, args.seed, device)
     out = {}
     for name, step in (("GRPO", grpo_step), ("PPO", ppo_step)):
@@ -486,9 +490,7 @@ def bench_head_steps(shapes, task, tok, args, device, ctx):
     out = {}
     for shape in shapes:
         n_layer, n_embd, n_head, B, G, T = shape
-        cfg = GPTConfig(
-            block_size=task.prompt_len + T, vocab_size=tok.vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd
-        )
+        cfg = shape_config(shape, task, tok)
         models, opt = make_models(cfg, device, args.seed)
         batch = Batch(task, tok, B, G, T, args.seed, device)
         timer = PhaseTimer(device)
