@@ -148,14 +148,51 @@ def group_advantages(rewards, group_size, scale="group", eps=1e-4):
 # log-probs, entropy, masks
 
 
-def per_token_logps(logits, tokens):
+def per_token_logps(logits, tokens, start=0):
     """log pi(tokens) under logits, without materialising a (N, T, V) log_softmax copy.
 
     logits: (N, T, V) float, tokens: (N, T) long. Returns (N, T) float.
     log_softmax(x)[y] = x[y] - logsumexp(x); gather first, then subtract (TRL's selective_log_softmax).
+    The backward is written out (SelectiveLogSoftmax) so that it allocates one (N, T, V) tensor, not three.
+    start: logits is a forward's (N, start + T, V), of which positions start: predict the tokens (the prompt's
+    positions come before). Slicing them off here, rather than before the call, saves the backward a second
+    zero-filled (N, start + T, V) tensor for the slice's gradient.
     """
-    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (N, T)
-    return picked - torch.logsumexp(logits, dim=-1)  # (N, T)
+    return SelectiveLogSoftmax.apply(logits, tokens, start)  # (N, T)
+
+
+class SelectiveLogSoftmax(torch.autograd.Function):
+    """x[y] - logsumexp(x) over the last dim of x = logits[:, start:], and its gradient g * (onehot(y) -
+    softmax(x)) built in place (zero at the first start positions).
+
+    What autograd would do for `x.gather(-1, y) - torch.logsumexp(x, -1)` on a slice x: a zero-filled tensor for
+    gather's gradient, exp(x - lse) and its product with -g for logsumexp's, their sum, and a zero-filled
+    full-size tensor for the slice's: four (N, T, V) tensors alive beside the logits (at a GPT-2 vocabulary the
+    largest tensors of the step). Here: one, and the same numbers, the same operations in the same order
+    (tests/test_grpo.py compares them bit for bit).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, tokens, start):
+        x = logits if start == 0 else logits[:, start:]  # (N, T, V)
+        idx = tokens.unsqueeze(-1)  # (N, T, 1)
+        lse = torch.logsumexp(x, dim=-1)  # (N, T)
+        ctx.save_for_backward(logits, idx, lse)
+        ctx.start = start
+        return x.gather(-1, idx).squeeze(-1) - lse  # (N, T)
+
+    @staticmethod
+    def backward(ctx, g):
+        logits, idx, lse = ctx.saved_tensors
+        start, g = ctx.start, g.unsqueeze(-1)  # g: (N, T, 1)
+        grad = torch.empty_like(logits)  # (N, start + T, V)
+        grad[:, :start] = 0  # the prompt positions
+        part = grad if start == 0 else grad[:, start:]  # a view: written in place
+        x = logits if start == 0 else logits[:, start:]
+        torch.sub(x, lse.unsqueeze(-1), out=part)
+        part.exp_().mul_(-g)  # -g * softmax(x): logsumexp's part
+        part.scatter_add_(-1, idx, g)  # + g at the token: gather's part
+        return grad, None, None
 
 
 def token_entropy(logits):
@@ -166,6 +203,18 @@ def token_entropy(logits):
     """
     logp = F.log_softmax(logits.float(), dim=-1)  # (N, T, V)
     return -(logp.exp() * logp).sum(-1)  # (N, T)
+
+
+@torch.no_grad()
+def token_entropy_pieces(logits, numbers=1 << 24):
+    """token_entropy of logits (n, T, V) without gradient, over pieces of about `numbers` logits (64 MiB):
+    the same (n, T) numbers without three (n, T, V) temporaries beside the logits (log-softmax, its exp,
+    their product). Pieces above glibc's 32 MiB mmap threshold go back to the system when freed; smaller
+    ones would stay resident in a fragmented heap."""
+    n, T, V = logits.shape  # pieces are views (logits may be a slice of a forward's): never a copy
+    if T * V <= numbers:  # whole rows, several at a time
+        return torch.cat([token_entropy(x) for x in logits.split(numbers // (T * V))])  # (n, T)
+    return torch.stack([torch.cat([token_entropy(x) for x in row.split(numbers // V)]) for row in logits])
 
 
 def entropy_from_logits(logits, mask):

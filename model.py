@@ -477,9 +477,12 @@ def completion_logprobs(model, seq, n_prompt, temperature=1.0, prompt_mask=None)
     """
     mask = full_mask(seq, n_prompt, prompt_mask)
     kwargs = {} if mask is None else {"attention_mask": mask[:, :-1]}
-    logits, _ = model(seq[:, :-1], **kwargs)  # position t predicts token t+1
-    logits = logits[:, n_prompt - 1 :].float() / temperature  # (N, T, V)
-    return per_token_logps(logits, seq[:, n_prompt:]), logits
+    logits, _ = model(seq[:, :-1], **kwargs)  # (N, P+T-1, V), position t predicts token t+1
+    start = n_prompt - 1  # the completion's positions begin here
+    if temperature != 1.0:  # x / 1.0 == x: at 1 no copy, and per_token_logps slices off the prompt
+        logits, start = logits[:, start:].float() / temperature, 0  # (N, T, V)
+    logits = logits.float()
+    return per_token_logps(logits, seq[:, n_prompt:], start), logits[:, start:]
 
 
 def head_logprobs(h, weight, tokens, temperature=1.0, entropy_grad=False):

@@ -48,7 +48,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from grpo import clip_range, group_advantages, grpo_loss, token_entropy, truncated
+from grpo import clip_range, group_advantages, grpo_loss, token_entropy, token_entropy_pieces, truncated
 from model import completion_logprobs, completion_logprobs_chunked
 from reward_model import DivergedError, add_rm_args, setup_rewards
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -505,10 +505,11 @@ for step in pbar:
                     logp, out = logprobs(train_model, seq[m], P, pmask[m])  # (M, T), logits (M, T, V) or H (M, T)
                 H = out if args.logits_chunk_size else None  # (M, T) the chunked head's entropy (grad: bonus)
                 if it == 0:
-                    H_col = token_entropy(out.detach()) if H is None else H.detach()  # (M, T), every real token
+                    H_col = token_entropy_pieces(out) if H is None else H.detach()  # (M, T), every real token
                     entropies.append(((H_col * mask[m]).sum() / mask[m].sum().clamp(min=1)).item())
                 if H is None and (args.entropy_coef != 0 or args.top_entropy_quantile < 1):
                     H = token_entropy(out)  # (M, T) per-token entropy with gradient: the bonus and the top-entropy mask
+                out = None  # the logits live on only in the graph, which frees them once the backward has used them
                 old = logp.detach() if old_logp is None else old_logp[m]
                 loss_m, stats = grpo_loss(
                     logp,
@@ -676,4 +677,5 @@ if master:
     if wandb:
         wandb.finish()
     print(f"held-out {task.name}: SFT {sft_eval} -> GRPO {final_eval} in {summary['grpo_time_s']}s; log {args.log}")
+train_model = None  # the DDP wrapper holds the process group: let compute_cleanup free it
 compute_cleanup(ddp)

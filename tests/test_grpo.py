@@ -17,6 +17,7 @@ from grpo import (
     grpo_loss,
     per_token_logps,
     token_entropy,
+    token_entropy_pieces,
     truncated,
 )
 
@@ -331,6 +332,40 @@ def test_per_token_logps_gradient_equals_log_softmax_gather():
     assert torch.allclose(got, want, atol=1e-6)
     by_hand = (F.one_hot(tokens, 7).float() - F.softmax(logits.detach(), -1)) * w.unsqueeze(-1)
     assert torch.allclose(got, by_hand, atol=1e-6)
+
+
+@pytest.mark.parametrize("start", [0, 3])
+def test_per_token_logps_bit_for_bit_as_autograd(start):
+    """The written-out backward (SelectiveLogSoftmax) against autograd's own gather - logsumexp on the sliced
+    logits: the same log-probs and the same gradient, bit for bit (the arithmetic CSV depends on it), zero at
+    the start prompt positions; and torch's gradcheck in float64. Bugs caught: a sign or a missing term in the
+    backward, the gradient written at the wrong positions, prompt positions left uninitialised."""
+    torch.manual_seed(0)
+    N, T, V = 4, 6, 50
+    logits = (torch.randn(N, start + T, V) * 3).requires_grad_(True)
+    tokens = torch.randint(0, V, (N, T))
+    w = torch.randn(N, T)
+    got = per_token_logps(logits, tokens, start)
+    (g_got,) = torch.autograd.grad((got * w).sum(), logits)
+    x = logits[:, start:]
+    want = x.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(x, -1)
+    (g_want,) = torch.autograd.grad((want * w).sum(), logits)
+    assert torch.equal(got, want) and torch.equal(g_got, g_want)
+    assert torch.equal(g_got[:, :start], torch.zeros(N, start, V))
+    x64 = torch.randn(2, start + 3, 5, dtype=torch.float64, requires_grad=True)
+    t64 = torch.randint(0, 5, (2, 3))
+    assert torch.autograd.gradcheck(lambda z: per_token_logps(z, t64, start), (x64,))
+
+
+@pytest.mark.parametrize("shape,numbers", [((5, 7, 11), 160), ((3, 7, 11), 40), ((2, 4, 9), 10**6)])
+def test_token_entropy_pieces_bit_for_bit(shape, numbers):
+    """The logged entropy column in pieces (several rows; pieces of a row; all at once) equals token_entropy
+    on the whole tensor bit for bit, also on a slice of a forward's logits (a view). Bugs caught: a piece
+    dropped or counted twice, rows and positions mixed up."""
+    torch.manual_seed(0)
+    full = torch.randn(shape[0], shape[1] + 2, shape[2]) * 2
+    logits = full[:, 2:]  # (n, T, V), not contiguous
+    assert torch.equal(token_entropy_pieces(logits, numbers), token_entropy(logits))
 
 
 def test_entropy_hand_computed_and_loop():
