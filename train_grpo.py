@@ -38,6 +38,7 @@ split across DDP ranks sample exactly what one uninterrupted process would.
 import argparse
 import copy
 import json
+import math
 import os
 import time
 from contextlib import nullcontext
@@ -149,6 +150,13 @@ parser.add_argument(
     "--entropy-coef", type=float, default=0.0, help="weight of an entropy bonus (true entropy) subtracted from the loss"
 )
 parser.add_argument(
+    "--tool-cost",
+    type=float,
+    default=0.0,
+    help="reward charged per tool call (a task with a tool: the trigger characters of the completion), logged as "
+    "r_tool_cost; held-out eval_r stays the task's reward",
+)
+parser.add_argument(
     "--scale", choices=["group", "batch", "none"], default="group", help="advantage std normalisation, see grpo.py"
 )
 parser.add_argument("--temperature", type=positive(), default=1.0, help="sampling temperature (log-probs use the same)")
@@ -204,6 +212,10 @@ try:
     task = load_task(args.task, args.data)
 except TaskError as e:
     fail(str(e))
+if args.tool_cost and getattr(task, "tool", None) is None:
+    fail(f"--tool-cost charges each call of the task's tool, and task {task.name} has no tool")
+if not (math.isfinite(args.tool_cost) and args.tool_cost >= 0):
+    fail(f"--tool-cost must be a finite number >= 0, got {args.tool_cost}")
 if args.mask_truncated and not task.uses_eos:
     fail(f"--mask-truncated: {task.name} completions have no end token (uses_eos=False), every one would be dropped")
 args.out_dir = args.out_dir or os.path.join("out", task.name)
@@ -289,6 +301,14 @@ except (CheckpointError, ValueError) as e:
     fail(str(e))
 except DivergedError as e:
     fail(f"reward model: {e}", code=1)
+if args.tool_cost:  # a reward part, so every column and the advantages see it as any other part
+
+    def tool_cost(prompts, completions, c=args.tool_cost, trigger=task.tool_trigger):
+        """-c per call: the trigger characters of the completion (a tool whose replies held the trigger
+        character would be charged for them too; the calculator writes digits or '?')."""
+        return [-c * t.count(trigger) for t in completions]
+
+    reward_funcs = [*reward_funcs, ("tool_cost", tool_cost, 1.0)]
 reward_names = [name for name, _, _ in reward_funcs]
 columns = BASE_COLUMNS + [f"r_{n}" for n in reward_names] + ["kept_groups"] + (["gold_r"] if gold_fn else [])
 columns += ["tool_frac", "tool_calls", "env_frac"] if getattr(task, "tool", None) else []

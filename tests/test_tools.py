@@ -472,3 +472,33 @@ def test_chain_error_kinds():
         "<9*7#63;63+1#64;64*3#192;192+8#200>209|": "answer_copy",
     }
     assert {c: chain_error(p, c) for c in cases} == cases
+
+
+def test_tool_cost_charges_each_call(chain_tool_sft, tmp_path):
+    """--tool-cost c: r_tool_cost is -c x the calls of each completion (the step's mean against tool_calls),
+    and mean_r includes it; eval_r stays the task's reward. A task without a tool, or a negative cost, is
+    refused in one line. Bugs: the cost not charged, charged per completion instead of per call, or left
+    out of the reward the advantages see."""
+    d = fresh(chain_tool_sft, tmp_path / "c")
+    p = run("train_grpo.py", "--task", "chain_tool", "--steps", 2, "--tool-cost", 0.25, *TINY, *SMALL,
+            "--out-dir", d, "--log", d / "g.csv")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    r = rows(d / "g.csv")[1:]
+    assert any(float(x["tool_calls"]) > 0 for x in r)
+    for x in r:
+        assert float(x["r_tool_cost"]) == pytest.approx(-0.25 * float(x["tool_calls"]), abs=1e-6)
+        parts = float(x["r_exact"]) + 0.1 * float(x["r_format"]) + float(x["r_tool_cost"])
+        assert float(x["mean_r"]) == pytest.approx(parts, abs=1e-5)
+    for flags, says in ((["--tool-cost", 0.1], "has no tool"), (["--task", "chain_tool", "--tool-cost", -1], ">= 0")):
+        p = run("train_grpo.py", *flags, "--steps", 1, "--out-dir", tmp_path / "x", *TINY)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and says in p.stderr, p.stderr
+
+
+def test_tool_share_by_step_kind():
+    """tools/chain_errors.py's tool_share counts, per operator, the scratchpad steps handed to the calculator
+    among the steps that parse. Bug: operators or formats mixed up, a malformed step counted."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from chain_errors import tool_share
+
+    comps = ["<9*7#63;63+1=64;64*3#192;+8#200>200|", "<2*3=6;6+1=7>7|", "7|", "<2*x#6;6+1#7>7|"]
+    assert tool_share(comps) == {"*": [2, 3], "+": [2, 4]}

@@ -4,7 +4,9 @@
 
 Each checkpoint (a train_grpo.py grpo_ckpt.pt, or an SFT policy.pth) is decoded greedily on the task's 500
 held-out chains, with the task's tool when it has one, and every wrong completion gets one kind (the first
-that applies, reading left to right; chain_error below). Prints a markdown table, one row per checkpoint.
+that applies, reading left to right; chain_error below). Prints a markdown table, one row per checkpoint,
+and a second one: held-out accuracy, calls per completion, and for each step kind (multiplication,
+addition) the share of the scratchpad steps written that were handed to the calculator (--tool-cost runs).
 """
 
 import argparse
@@ -66,6 +68,19 @@ def chain_error(prompt, completion):
     return "answer_copy" if m[2] != prev else "steps"
 
 
+def tool_share(completions):
+    """{op: (steps handed to the calculator, steps written)} over every scratchpad step that parses."""
+    out = {"*": [0, 0], "+": [0, 0]}
+    for c in completions:
+        m = re.match(r"^<([^<>]*)>", c)
+        for part in m[1].split(";") if m else []:
+            w = _STEP.match(part)
+            if w:
+                out[w[2]][0] += w[4] == "#"
+                out[w[2]][1] += 1
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("ckpts", nargs="+", help="grpo_ckpt.pt or policy.pth files")
@@ -75,6 +90,7 @@ def main():
     tok = CharTokenizer(task.chars)
     print("| checkpoint | wrong | " + " | ".join(KINDS) + " |")
     print("|---" * (len(KINDS) + 2) + "|")
+    rows = []
     for path in args.ckpts:
         ck = load_checkpoint(path)
         model = GPT(GPTConfig(**ck["model_config"]))
@@ -84,6 +100,14 @@ def main():
         kinds = collections.Counter(chain_error(p, c) for p, c in zip(task.heldout, comps, strict=True))
         wrong = len(comps) - kinds[None]
         print(f"| {path} | {wrong} | " + " | ".join(str(kinds[k]) for k in KINDS) + " |")
+        share = {op: f"{a / n:.3f} of {n}" if n else "-" for op, (a, n) in tool_share(comps).items()}
+        calls = sum(c.count("#") for c in comps) / len(comps)
+        rows.append(f"| {path} | {kinds[None] / len(comps):.3f} | {calls:.2f} | {share['*']} | {share['+']} |")
+    print(
+        "\n| checkpoint | held-out acc | calls per completion | `*` steps to the calculator | `+` steps to the calculator |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":
