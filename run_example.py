@@ -32,11 +32,13 @@ The default run is the same pipeline made shorter, to show every effect in about
 - the three independent parts (arithmetic 1-2, shakespeare 4, chain 5) run at once (--jobs 3), each
   script with OMP_NUM_THREADS=1 (unless you set it) and its output in <logs>/output/<step>.txt, so the
   parts share the cores instead of waiting for each other;
-- 200 RL steps on arithmetic instead of 1200, a shakespeare SFT of 600 steps instead of 1500, 60 GRPO
-  steps against the reward model at one beta, and 50 GRPO steps on the chain task instead of 300;
-- the chain task starts from the committed SFT policy data/chain_sft_policy.pth (1500 SFT steps, the
-  --full recipe; training it takes longer than the GRPO that is the lesson, and fewer steps leave too
-  few worked solutions right for GRPO to find). --chain-sft-steps N trains one here instead.
+- 120 RL steps on arithmetic instead of 1200, 40 GRPO steps against the reward model at one beta
+  instead of 100 at three, and 40 GRPO steps on the chain task instead of 300;
+- the shakespeare and chain parts start from committed SFT policies, data/shakespeare_sft_policy.pth and
+  data/chain_sft_policy.pth (1500 SFT steps each, the --full recipe): training them takes longer than
+  the RL that is the lesson, and a shorter SFT writes fewer lexicon words (a weaker reward model) or too
+  few right worked solutions for GRPO to find. --shakespeare-sft-steps N and --chain-sft-steps N train
+  them here instead.
 --full uses every script's own defaults, the betas 0, 0.04 and 0.1 and one part at a time (--jobs 1, the
 threads as you set them, as the committed results were made). Checkpoints go to --out-dir; an SFT
 policy or reward model already there is reused.
@@ -59,10 +61,12 @@ from utils.tasks import TASKS
 from view import write_page
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-ARITH_STEPS = 200  # the default (shortened) arithmetic runs; --full: the task's 1200
-CHAIN_SFT_STEPS, CHAIN_STEPS = 1500, 50  # the default (shortened) chain run; --full: 1500 and the task's 300
+ARITH_STEPS = 120  # the default (shortened) arithmetic runs; --full: the task's 1200
+RLHF_STEPS = 40  # the default (shortened) GRPO run against the reward model; --full: 100
+CHAIN_SFT_STEPS, CHAIN_STEPS = 1500, 40  # the default (shortened) chain run; --full: 1500 and the task's 300
 COMMITTED = os.path.join(ROOT, "results")  # the committed --full --seeds 3 results the docs show
 CHAIN_POLICY = os.path.join(ROOT, "data", "chain_sft_policy.pth")  # committed: 1500 SFT steps (docs/results.md)
+SHAKE_POLICY = os.path.join(ROOT, "data", "shakespeare_sft_policy.pth")  # committed: 1500 SFT steps, likewise
 
 
 class StepFailed(Exception):
@@ -133,6 +137,15 @@ class Runner:
                 sys.exit(e.returncode)
 
 
+def copy_policy(src, out):
+    """Start <out>/policy.pth from a committed SFT policy (docs/results.md), unless one is already there."""
+    dst = os.path.join(out, "policy.pth")
+    if not os.path.exists(dst):
+        os.makedirs(out, exist_ok=True)
+        shutil.copy(src, dst)
+        print(f"    {dst} is a copy of the committed {os.path.relpath(src, ROOT)}", flush=True)
+
+
 def values(cols, name):
     return [v for v in cols.get(name, []) if v is not None]
 
@@ -172,16 +185,22 @@ def main():
     parser.add_argument("--seeds", type=int, default=1, help="seeds per method for the GRPO-vs-PPO comparison")
     parser.add_argument("--full", action="store_true", help="full-length runs (the committed results), not shortened")
     parser.add_argument(
-        "--steps", type=int, default=None, help="RL steps per arithmetic run (default 200, --full the task's 1200)"
+        "--steps",
+        type=int,
+        default=None,
+        help=f"RL steps per arithmetic run (default {ARITH_STEPS}, --full the task's 1200)",
     )
     parser.add_argument(
-        "--shakespeare-steps", type=int, default=None, help="RL steps against the reward model (default 60, --full 100)"
+        "--shakespeare-steps",
+        type=int,
+        default=None,
+        help=f"RL steps against the reward model (default {RLHF_STEPS}, --full 100)",
     )
     parser.add_argument(
         "--shakespeare-sft-steps",
         type=int,
         default=None,
-        help="SFT steps of the shakespeare policy (default 600, --full 1500)",
+        help="SFT steps of the shakespeare policy (default: the committed 1500-step policy, --full 1500)",
     )
     parser.add_argument(
         "--betas",
@@ -196,10 +215,16 @@ def main():
         "--logs", default="logs", help="where the CSVs, plots and results.md go ('results': the committed ones)"
     )
     parser.add_argument(
-        "--chain-steps", type=int, default=None, help="GRPO steps on the chain task (default 50, --full the task's 300)"
+        "--chain-steps",
+        type=int,
+        default=None,
+        help=f"GRPO steps on the chain task (default {CHAIN_STEPS}, --full the task's 300)",
     )
     parser.add_argument(
-        "--chain-sft-steps", type=int, default=None, help="SFT steps of the chain policy (default 1500, also --full)"
+        "--chain-sft-steps",
+        type=int,
+        default=None,
+        help="SFT steps of the chain policy (default: the committed 1500-step policy, --full 1500)",
     )
     parser.add_argument("--skip-chain", action="store_true", help="no chain run")
     parser.add_argument("--skip-rlhf", action="store_true", help="only the arithmetic GRPO-vs-PPO part")
@@ -236,8 +261,10 @@ def main():
     if args.betas and any(b < 0 for b in args.betas):
         parser.error(f"--betas must be >= 0, got {args.betas}")
     steps = args.steps or (3 if args.tiny else TASKS["arithmetic"].rl_steps if args.full else ARITH_STEPS)
-    rlhf_steps = args.shakespeare_steps or (3 if args.tiny else 100 if args.full else 60)
-    rlhf_sft_steps = args.shakespeare_sft_steps or (1500 if args.full else 600)
+    rlhf_steps = args.shakespeare_steps or (3 if args.tiny else 100 if args.full else RLHF_STEPS)
+    rlhf_sft_steps = args.shakespeare_sft_steps or 1500
+    # the short run starts the shakespeare and chain parts from committed SFT policies (the --full recipe's)
+    committed = not (args.full or args.tiny)
     betas = args.betas or ([0.0, 0.04, 0.1] if args.full else [0.04])
     t_start = time.time()
     L = args.logs
@@ -295,6 +322,8 @@ def main():
             small = ["--sft-steps", rlhf_sft_steps]
         rm_steps = ["--rm-steps", 5, "--rm-ckpt-every", 5] if args.tiny else []
         if not os.path.exists(os.path.join(shake, "rm.pth")):
+            if committed and not (args.shakespeare_sft_steps or args.data):
+                copy_policy(SHAKE_POLICY, shake)
             sh("shakespeare_pairs", "simple_example.py", "--out-dir", shake, "--pairs", pairs, *model, *small)
             sh(
                 "shakespeare_rm",
@@ -327,16 +356,14 @@ def main():
     chain_steps = args.chain_steps or (2 if args.tiny else TASKS["chain"].rl_steps if args.full else CHAIN_STEPS)
     chain_sft = args.chain_sft_steps or (20 if args.tiny else 1500 if args.full else CHAIN_SFT_STEPS)
     # the short run starts from the committed SFT policy (the --full recipe), unless told to train one
-    committed_sft = not (args.full or args.tiny or args.chain_sft_steps) and os.path.exists(CHAIN_POLICY)
+    committed_sft = committed and not args.chain_sft_steps
 
     def chain_runs():
         for seed in range(1, args.seeds + 1):
             out = os.path.join(args.out_dir, "chain" if args.seeds == 1 else f"chain_seed{seed}")
             log = os.path.join(L, "chain.csv" if args.seeds == 1 else f"chain_seed{seed}.csv")
-            if committed_sft and not os.path.exists(os.path.join(out, "policy.pth")):
-                os.makedirs(out, exist_ok=True)
-                shutil.copy(CHAIN_POLICY, os.path.join(out, "policy.pth"))
-                print(f"    chain: {out}/policy.pth is a copy of the committed {os.path.relpath(CHAIN_POLICY, ROOT)}")
+            if committed_sft:
+                copy_policy(CHAIN_POLICY, out)
             cmd = ["train_grpo.py", "--task", "chain", "--seed", seed, "--steps", chain_steps, "--out-dir", out]
             cmd += [] if committed_sft else ["--sft-steps", chain_sft]
             cmd += ["--log", log, "--eval-every", 2 if args.tiny else 10, "--no-progress"]

@@ -97,6 +97,25 @@ def test_the_committed_chain_policy_fits_the_chain_task():
     assert ck["info"]["sft_steps"] == 1500
 
 
+def test_the_committed_shakespeare_policy_fits_the_shakespeare_task():
+    """data/shakespeare_sft_policy.pth is what `simple_example.py --sft-steps 1500` would train: tiny
+    Shakespeare's characters, the default model shape, 1500 SFT steps. A change to the text's vocabulary or to
+    the model's defaults makes it stale, and this fails."""
+    from model import CharTokenizer
+    from utils.sft import add_model_args, check_model_config, model_config
+    from utils.tasks import ShakespeareTask
+
+    path = os.path.join(ROOT, "data", "shakespeare_sft_policy.pth")
+    ck = torch.load(path, weights_only=True)
+    task = ShakespeareTask()
+    tok = CharTokenizer(task.chars)
+    assert ck["task"] == task.name and ck["chars"] == tok.chars
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    check_model_config(ck["model_config"], model_config(task, tok, parser.parse_args([])), path)  # raises if not
+    assert ck["info"]["sft_steps"] == 1500
+
+
 @pytest.mark.parametrize(
     "flags",
     [["--tiny"], ["--full"], ["--full", "--seeds", 3, "--steps", 10], ["--full", "--seeds", 3, "--tiny"]],
