@@ -24,6 +24,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="timed steps after the warm-up (the best is kept)")
     args = parser.parse_args()
     repo = os.path.abspath(args.repo)
+    if not os.path.exists(os.path.join(repo, "bench.py")):
+        parser.error(f"{args.repo} is not a checkout of this project (no bench.py)")
     sys.path.insert(0, repo)
     os.chdir(repo)
     import bench  # the checkout's own modules from here on
