@@ -22,10 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, file, text, replacement, tests): the bug, where, and the pytest selection that should catch it
 MUTANTS = [
     (
-        "logsumexp detached (one-hot gradient)",
+        "logsumexp's gradient dropped (one-hot gradient, as a detached normaliser)",
         "grpo.py",
-        "return picked - torch.logsumexp(logits, dim=-1)  # (N, T)",
-        "return picked - torch.logsumexp(logits, dim=-1).detach()  # (N, T)",
+        "part.exp_().mul_(-g)  # -g * softmax(x): logsumexp's part",
+        "part.zero_()  # -g * softmax(x): logsumexp's part",
         ["tests/test_grpo.py", "-k", "per_token_logps"],
     ),
     (
