@@ -16,6 +16,8 @@ What is added for RL:
   - Prompts of different lengths: left_pad() them and pass the attention mask to forward, generate and
     completion_logprobs; position ids count real tokens only (mask.cumsum - 1, as Hugging Face's
     generate), pad keys are masked out, so a padded row gets the tokens and log-probs it would get alone.
+  - Packed rows for SFT: forward(..., segments=) trains several short examples in one row, each attending
+    only to itself with position ids from 0, the same numbers as one row each without the padding.
   - GPTConfig's bias / ln_bias / gelu options, so nanoGPT checkpoints (bias=True or False) and GPT-2's
     weights (bias, tanh GELU) load exactly (utils/init_from.py).
 
@@ -207,14 +209,17 @@ class GPT(nn.Module):
     def num_params(self):
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
 
-    def body(self, idx, cache=None, attention_mask=None):
+    def body(self, idx, cache=None, attention_mask=None, segments=None):
         """Final hidden states (B, T, C), and the cache: the KVCache given, or without one the (k, v) per layer
         (pass it back to continue: it is copied once into a KVCache of block_size positions).
 
         cache: a KVCache, filled in place: by the prompt first (T tokens from position 0), then one token at
         a time. attention_mask: None (every token real) or (B, T_past + T), 1 for a real token and 0 for left
         padding, covering the cached positions too. A real token's position id counts the real tokens
-        before it; a pad attends only to itself (its output is never used, but must not be NaN)."""
+        before it; a pad attends only to itself (its output is never used, but must not be NaN).
+        segments: None or (B, T) long, packed rows: runs of one id are sequences of their own (a token
+        attends to the tokens of its run before it, its position id counts from the run's start); with
+        neither cache nor attention_mask."""
         B, T = idx.size()
         if isinstance(cache, list):
             cache = KVCache.holding(cache, self.config)
@@ -230,6 +235,14 @@ class GPT(nn.Module):
             k_idx = torch.arange(t0 + T, device=idx.device)[None, :]  # (1, Tk)
             attn_mask = (k_idx <= q_idx) & (real[:, None, :] | (k_idx == q_idx))  # (B, T, Tk) causal, real keys
             attn_mask = attn_mask[:, None]  # (B, 1, T, Tk), broadcast over heads
+        if segments is not None:
+            assert cache is None and attention_mask is None, "packed rows are for training forwards"
+            i = at  # (T,) = arange(T)
+            start = torch.ones_like(segments, dtype=torch.bool)  # (B, T) True where a run begins
+            start[:, 1:] = segments[:, 1:] != segments[:, :-1]
+            pos = i - torch.where(start, i, 0).cummax(-1).values  # (B, T) position within its run
+            run = start.long().cumsum(-1)  # (B, T) run number: ids may repeat in runs apart, runs do not
+            attn_mask = ((run[:, :, None] == run[:, None, :]) & (i[:, None] >= i[None, :]))[:, None]  # (B, 1, T, T)
         h, kv = self.run(idx, pos, attn_mask, cache, slice(t0, t0 + T), t0 + T)
         if cache is None:
             return h, kv
@@ -248,12 +261,13 @@ class GPT(nn.Module):
             kvs.append(kv)
         return self.transformer.ln_f(x), kvs
 
-    def forward(self, idx, targets=None, attention_mask=None, hidden=False):
+    def forward(self, idx, targets=None, attention_mask=None, hidden=False, segments=None):
         """Language-model forward: logits (B, T, V), and the mean cross-entropy if targets are given
         (-1 in targets is the ignore index). attention_mask (B, T): 1 real, 0 left padding (see body).
         hidden=True: the final hidden states (B, T, C) instead of logits, for a head applied outside
-        (completion_logprobs_chunked), still through a DDP or torch.compile wrapper."""
-        h, _ = self.body(idx, attention_mask=attention_mask)
+        (completion_logprobs_chunked), still through a DDP or torch.compile wrapper. segments (B, T): packed
+        rows (see body), SFT's sft_batch_from_examples(..., pack=)."""
+        h, _ = self.body(idx, attention_mask=attention_mask, segments=segments)
         if hidden:
             return h, None
         logits = self.lm_head(h)  # (B, T, V)

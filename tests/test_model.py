@@ -423,3 +423,52 @@ def test_padded_prompts_on_cuda_match_cpu():
     seq = torch.cat([idx, out], dim=1).cuda()
     logp, _ = completion_logprobs(gpu, seq, idx.size(1), prompt_mask=mask.cuda())
     assert torch.allclose(logp.cpu()[completion_mask(out, 10).bool()], lp[completion_mask(out, 10).bool()], atol=1e-4)
+
+
+def test_packed_rows_equal_each_example_alone():
+    """forward(segments=): each run of one segment id is a sequence of its own (attends to itself only,
+    positions from 0), so every packed position's logits equal the example's logits alone. Bug: positions
+    not restarted at a run's start, attention across runs, or a run's first token attending to nothing."""
+    model = tiny(block_size=16)
+    g = torch.Generator().manual_seed(3)
+    lens = [5, 1, 7, 3]  # one row of 16 positions
+    rows = [torch.randint(0, 10, (n,), generator=g) for n in lens]
+    x = torch.cat(rows)[None]  # (1, 16)
+    seg = torch.cat([torch.full((n,), i) for i, n in enumerate(lens)])[None]
+    packed, _ = model(x, segments=seg)
+    t = 0
+    for r in rows:
+        alone, _ = model(r[None])
+        assert torch.allclose(packed[0, t : t + len(r)], alone[0], atol=1e-5)
+        t += len(r)
+    # the same id in two runs apart (padding between two rows' worth) is two sequences, not one
+    seg2 = seg.clone()
+    seg2[0, 5:6] = 7  # runs 0, 7, 0 (ids repeat), 2, 3
+    again, _ = model(x, segments=torch.where(seg2 == 2, 0, seg2))
+    assert torch.allclose(again[0, 6:13], packed[0, 6:13], atol=1e-5)
+
+
+def test_packed_sft_batch_gives_the_unpacked_loss_and_gradient():
+    """sft_batch_from_examples(..., pack=L): the same mean loss and gradient as one padded row per example,
+    on fewer positions, the examples in order and no row over L. Bug: a target shifted at a row's seam, the
+    padding trained on, an example split across rows."""
+    from utils.tasks import END, TaskError, sft_batch_from_examples
+
+    tok = CharTokenizer("0123456789+=")
+    ex = [("1+2=", "3"), ("10+20=", "30"), ("9+9=", "18"), ("5=", "5"), ("99+1=", "100"), ("1+2+3+4+5+6=", "21")]
+    ex = [(p, c + END) for p, c in ex]  # 5, 8, 6, 3, 8 and 14 positions (the end token is a target only)
+    x, y = sft_batch_from_examples(ex, tok)  # (6, 14)
+    X, Y, S = sft_batch_from_examples(ex, tok, pack=16)
+    assert X.shape == (4, 16) and S.tolist()[0][:14] == [0] * 5 + [1] * 8 + [-1]  # 5 + 8, 6 + 3, 8, 14
+    assert (Y[S == -1] == -1).all() and (X[S == -1] == tok.eos_id).all()
+    got = "".join(tok.decode(X[r][S[r] >= 0].tolist()) for r in range(len(X)))
+    assert got == "".join(p + c.removesuffix(END) for p, c in ex)  # every example whole, in order
+    model = GPT(GPTConfig(block_size=16, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32))
+    _, a = model(x, y)
+    ga = torch.autograd.grad(a, list(model.parameters()))
+    _, b = model(X, Y, segments=S)
+    gb = torch.autograd.grad(b, list(model.parameters()))
+    assert torch.allclose(a, b, atol=1e-6)
+    assert all(torch.allclose(u, v, atol=1e-6) for u, v in zip(ga, gb, strict=True))
+    with pytest.raises(TaskError, match="does not fit"):
+        sft_batch_from_examples(ex, tok, pack=6)

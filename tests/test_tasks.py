@@ -345,6 +345,7 @@ def bad_class(replace, by):
         (bad_class('        name = "t"\n        max_new_tokens = 3\n', ""), "name, max_new_tokens"),
         (bad_class("max_new_tokens = 3", "max_new_tokens = 0"), "max_new_tokens must be a positive int"),
         (bad_class("max_new_tokens = 3", "max_new_tokens = '3'"), "max_new_tokens must be a positive int"),
+        (bad_class("max_new_tokens = 3", "max_new_tokens = 3\n        sft_steps = 0"), "sft_steps must be a positive"),
         (bad_class('name = "t"', 'name = "a/b"'), "name must be"),
         (bad_class("1.0)]", "1.0, 2)]"), "reward_funcs[0] must be"),
         (bad_class("1.0)]", "'heavy')]"), "reward_funcs[0] must be"),
@@ -593,3 +594,16 @@ def test_one_horizon_and_a_policy_of_other_characters_refused(tmp_path):
     p = run("train_grpo.py", *common, "--log", tmp_path / "g2.csv", timeout=120)
     assert p.returncode == 2 and "was trained on the characters" in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_sft_steps_default_is_the_task_s():
+    """--sft-steps given wins (0 included); else the task's sft_steps; else 1500. Bug: the flag's None
+    reaching range(), or a task's default ignored."""
+    from utils.sft import sft_steps
+
+    class T:
+        sft_steps = 7
+
+    assert sft_steps(T(), argparse.Namespace(sft_steps=None)) == 7
+    assert sft_steps(T(), argparse.Namespace(sft_steps=0)) == 0
+    assert sft_steps(object(), argparse.Namespace(sft_steps=None)) == 1500

@@ -252,7 +252,8 @@ def test_chain_tool_sft_mix():
     share = sum("#" in c for _, c in rows) / len(rows)
     assert 0.002 < share <= 0.01
     tok = CharTokenizer(t.chars)
-    x, y = t.sft_batch(torch.Generator().manual_seed(5), 2000, tok)
+    x, y, seg = t.sft_batch(torch.Generator().manual_seed(5), 2000, tok)  # packed rows
+    assert x.size(1) == t.block_size and (y[seg == -1] == -1).all()
     hash_id = tok.stoi["#"]
     after = torch.zeros_like(y, dtype=torch.bool)
     after[:, 1:] = x[:, 1:] == hash_id  # y[:, j] predicts x[:, j + 1]: the first reply token after a call

@@ -29,7 +29,12 @@ def add_model_args(parser):
     parser.add_argument("--n-layer", type=int, default=3, help="transformer blocks of the policy")
     parser.add_argument("--n-head", type=int, default=4, help="attention heads per block")
     parser.add_argument("--n-embd", type=int, default=128, help="embedding width (divisible by --n-head)")
-    parser.add_argument("--sft-steps", type=int, default=1500, help="most SFT steps when policy.pth is missing")
+    parser.add_argument(
+        "--sft-steps",
+        type=int,
+        default=None,
+        help="most SFT steps when policy.pth is missing (default: the task's sft_steps, 1500 unless it says)",
+    )
     parser.add_argument("--sft-batch-size", type=int, default=64, help="sequences per SFT step")
     parser.add_argument("--sft-lr", type=float, default=1e-3, help="SFT learning rate (AdamW)")
     parser.add_argument(
@@ -77,6 +82,11 @@ def check_model_config(saved, cfg, path):
         )
 
 
+def sft_steps(task, args):
+    """--sft-steps, or the task's default (sft_steps, 1500 when it has none)."""
+    return args.sft_steps if args.sft_steps is not None else getattr(task, "sft_steps", 1500)
+
+
 def sft_train(task, tok, cfg, args, device, log=print):
     """Train a fresh GPT on the task's SFT data; returns (model, info dict)."""
     torch.manual_seed(args.seed)
@@ -84,9 +94,10 @@ def sft_train(task, tok, cfg, args, device, log=print):
     opt = torch.optim.AdamW(model.parameters(), lr=args.sft_lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(args.seed)
     t0, info = time.time(), {}
-    for step in range(1, args.sft_steps + 1):
-        x, y = task.sft_batch(g, args.sft_batch_size, tok)
-        _, loss = model(x.to(device), y.to(device))
+    for step in range(1, sft_steps(task, args) + 1):
+        x, y, *segments = task.sft_batch(g, args.sft_batch_size, tok)  # (x, y) or packed rows (x, y, segments)
+        segments = segments[0].to(device) if segments else None
+        _, loss = model(x.to(device), y.to(device), segments=segments)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -112,7 +123,7 @@ def load_or_train_sft(task, args, device, master=True, log=print):
     cfg = model_config(task, tok, args)
     path = os.path.join(args.out_dir, "policy.pth")
     if not os.path.exists(path) and master:
-        log(f"no {path}: training the SFT policy ({args.sft_steps} steps at most)")
+        log(f"no {path}: training the SFT policy ({sft_steps(task, args)} steps at most)")
         model, info = sft_train(task, tok, cfg, args, device, log)
         ck = {
             "model": model.state_dict(),

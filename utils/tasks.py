@@ -31,6 +31,7 @@ Required
 Optional (default)
   uses_eos        (True) completions stop at the end token; False: every completion is max_new_tokens long
   rl_steps        (200) the default --steps
+  sft_steps       (1500) the default --sft-steps (a model trained from scratch)
   correct         (None) f(prompts, completions) -> list of 0.0/1.0: gives eval_acc
   evaluate        (greedy decoding of `heldout`: eval_r = mean total reward, eval_acc = mean `correct`
                   when there is one) (model, tok, device) -> {"eval_...": float}
@@ -438,8 +439,11 @@ class ChainToolTask(ChainTask):
         ]
 
     def sft_batch(self, g, n, tok):
-        # the working calculator, also for the control: its SFT data is chain_tool's
-        return sft_batch_from_examples(self.sft_examples(g, n), tok, calculator, self.tool_trigger)
+        # the working calculator, also for the control: its SFT data is chain_tool's. Packed rows: most rows are
+        # facts and direct answers, a third of the longest worked one; the same loss on a third of the positions
+        return sft_batch_from_examples(
+            self.sft_examples(g, n), tok, calculator, self.tool_trigger, pack=self.block_size
+        )
 
     def format_columns(self, comps, right, suffix):
         """Held-out columns beside chain's (eval_acc_think there counts every worked solution): the share
@@ -695,7 +699,7 @@ def check_task(task, source):
 
     if not isinstance(task.name, str) or not task.name or "/" in task.name or os.sep in task.name:
         bad(f"name must be a non-empty string without a path separator, not {task.name!r}")
-    for attr in ("max_new_tokens", "rl_steps", "block_size"):
+    for attr in ("max_new_tokens", "rl_steps", "sft_steps", "block_size"):
         v = getattr(task, attr, 1)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             bad(f"{attr} must be a positive int, not {v!r}")
@@ -741,7 +745,7 @@ def check_task(task, source):
 
 def with_defaults(task):
     """Set the optional attributes task lacks to their defaults (the table above); returns task."""
-    defaults = {"uses_eos": True, "rl_steps": 200, "correct": None, "chars": None}
+    defaults = {"uses_eos": True, "rl_steps": 200, "sft_steps": 1500, "correct": None, "chars": None}
     defaults.update(sft_examples=None, sft_batch=None, sft_progress=None, tool=None, tool_trigger=None)
     for attr, default in defaults.items():
         if not hasattr(task, attr):
@@ -886,12 +890,17 @@ def evaluate_greedy(task, model, tok, device, prompts=None):
     return out
 
 
-def sft_batch_from_examples(examples, tok, tool=None, tool_trigger=None):
+def sft_batch_from_examples(examples, tok, tool=None, tool_trigger=None, pack=None):
     """[(prompt, completion)] -> (x, y) (n, T) long for next-token SFT on the completions: y holds the
     completion's tokens (a trailing END becomes the end token) and -1 (ignored) over the prompt and the
     right padding; x is padded with the end token. With a tool, the tool's replies are context, never
     targets: after each tool_trigger the tool is called as in a rollout and its reply, which the completion
-    must continue with (else TaskError), is -1 in y."""
+    must continue with (else TaskError), is -1 in y.
+
+    pack=L: (x, y, segments) (R, L) instead, the examples in order, as many per row as fit in L positions,
+    segments[r, t] the example's number in its row (-1 for the padding): GPT.forward(x, y, segments=...)
+    gives the same loss as the unpacked (x, y), with a fraction of the positions when most examples are
+    much shorter than the longest (chain_tool: about a third)."""
     rows, starts, envs = [], [], []
     for prompt, completion in examples:
         ids = tok.encode(prompt)
@@ -908,7 +917,31 @@ def sft_batch_from_examples(examples, tok, tool=None, tool_trigger=None):
         y[i, P - 1 : len(r) - 1] = torch.tensor(r[P:])  # completion (+ end) only
         for k in envs[i]:  # the tool's reply: predicting it is not the policy's job
             y[i, P + k - 1] = -1
-    return x, y
+    return (x, y) if pack is None else _pack(x, y, [len(r) - 1 for r in rows], pack, tok.eos_id)
+
+
+def _pack(x, y, lens, L, pad_id):
+    """Rows i of (x, y), lens[i] positions each, laid end to end into rows of L positions (a new row when the
+    next does not fit): (x, y, segments) (R, L), segments -1 over the padding."""
+    if max(lens) > L:
+        raise TaskError(f"an SFT example of {max(lens) + 1} tokens does not fit in {L} + 1 (pack=)")
+    packs, used = [[]], 0
+    for i, n in enumerate(lens):
+        if used + n > L:
+            packs.append([])
+            used = 0
+        packs[-1].append(i)
+        used += n
+    X = torch.full((len(packs), L), pad_id, dtype=torch.long)
+    Y = torch.full((len(packs), L), -1, dtype=torch.long)
+    S = torch.full((len(packs), L), -1, dtype=torch.long)
+    for r, members in enumerate(packs):
+        t = 0
+        for j, i in enumerate(members):
+            n = lens[i]
+            X[r, t : t + n], Y[r, t : t + n], S[r, t : t + n] = x[i, :n], y[i, :n], j
+            t += n
+    return X, Y, S
 
 
 def _reply_positions(prompt, text, tool, trigger):
