@@ -413,18 +413,22 @@ class ChainToolTask(ChainTask):
     calculator "<7*3#21;21+5#26;...>56|" (the digits after "#" are the environment's).
 
     Reward as chain's: the final answer (1.0) and well-formedness (0.1, the same for every format), never the
-    tool use. SFT data as chain's but with 80% practice facts (fewer direct answers), and a small share of
-    the worked solutions (sft_tool_frac, 24% of them: 0.96% of the rows) call the calculator on every step;
-    its replies are context, never SFT targets. SFT runs 8000 steps (sft_steps) in packed rows: copying the
-    calculator's replies is learned there, and RL keeps what SFT taught (docs/tools.md).
+    tool use. SFT data: chain's kinds, 64% practice facts, 12% worked solutions, 24% direct answers (chain:
+    40%, 12%, 48%), and a small share of the worked solutions (sft_tool_frac, 8% of them: 0.96% of the rows)
+    call the calculator on every step; its replies are context, never SFT targets. SFT runs 5000 steps
+    (sft_steps) in packed rows: copying the calculator's replies is learned there, and RL keeps what SFT
+    taught (docs/tools.md).
     """
 
     name = "chain_tool"
     chars = ChainTask.chars + "#?"
     rl_steps = 60
-    sft_steps = 8000
-    fact_frac = 0.8  # chain's 0.4 leaves too many direct answers: 5000 steps made them right 24% of the time
-    sft_tool_frac = 0.24  # of the worked SFT solutions: 0.2 * 0.2 * 0.24 = 0.96% of the rows
+    sft_steps = 5000
+    # chain's mix leaves too many direct answers (48% of the rows: after 5000 steps right 24% of the time, over
+    # the 20% the task starts from); half of them become facts, the worked rows (copying practice) stay 12%
+    fact_frac = 0.64
+    worked_frac = 1 / 3  # of the chains: 0.36 / 3 = 12% of the rows, the direct answers 24%
+    sft_tool_frac = 0.08  # of the worked SFT solutions: 0.36 / 3 * 0.08 = 0.96% of the rows
     tool_trigger = "#"
 
     def tool(self, prompt, text):
