@@ -607,3 +607,10 @@ def test_sft_steps_default_is_the_task_s():
     assert sft_steps(T(), argparse.Namespace(sft_steps=None)) == 7
     assert sft_steps(T(), argparse.Namespace(sft_steps=0)) == 0
     assert sft_steps(object(), argparse.Namespace(sft_steps=None)) == 1500
+
+
+def test_negative_sft_steps_is_refused():
+    """--sft-steps -3 used to train nothing and save an untrained policy as if it were the SFT one; now argparse
+    refuses it (exit 2) before any work. Bug: a plain int type."""
+    p = run("train_grpo.py", "--task", "chain", "--sft-steps", "-3", "--steps", 1)
+    assert p.returncode == 2 and "--sft-steps: must be >= 0" in p.stderr

@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from model import GPT, CharTokenizer, GPTConfig
 from utils.ckpt import CheckpointError, load_checkpoint, save_checkpoint
+from utils.common import at_least
 from utils.tasks import check_scratch
 
 
@@ -31,7 +32,7 @@ def add_model_args(parser):
     parser.add_argument("--n-embd", type=int, default=128, help="embedding width (divisible by --n-head)")
     parser.add_argument(
         "--sft-steps",
-        type=int,
+        type=at_least(0),
         default=None,
         help="most SFT steps when policy.pth is missing (default: the task's sft_steps: 1500, chain_tool 5000)",
     )
