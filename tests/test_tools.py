@@ -22,11 +22,13 @@ from utils.tasks import (
     ChainToolTask,
     TaskError,
     calculator,
+    chain_steps,
     chain_tool_worked,
     chain_worked,
     complete,
     load_task,
     sft_batch_from_examples,
+    thinks,
     total_reward,
 )
 
@@ -245,12 +247,25 @@ def test_sft_never_trains_on_a_reply():
 
 
 def test_chain_tool_sft_mix():
-    """At most 1% of SFT rows call the calculator (the issue's target), and some do; every row's replies are
-    out of its targets. Bug: the share off by a factor, or the task's sft_batch not passing the tool."""
+    """At most 1% of SFT rows call the calculator (the issue's target), and some do; the other kinds of rows
+    in their shares, right, and the full chains never held-out ones; every row's replies are out of its
+    targets. Bugs: a share off by a factor, a shorter chain cut in the wrong place or answered wrong, the
+    calculator in a practice row, the task's sft_batch not passing the tool."""
     t = ChainToolTask()
     rows = t.sft_examples(torch.Generator().manual_seed(0), 20000)
     share = sum("#" in c for _, c in rows) / len(rows)
-    assert 0.002 < share <= 0.01
+    expected = (1 - t.fact_frac - t.short_frac) * t.worked_frac * t.sft_tool_frac  # of the rows
+    assert 0.002 < expected <= 0.01 and share == pytest.approx(expected, abs=0.0015)
+    steps = [p.count("*") + p.count("+") for p, _ in rows]
+    full = [c for (p, c), k in zip(rows, steps, strict=True) if k == 4]
+    assert all(p in t.train for (p, _), k in zip(rows, steps, strict=True) if k == 4)  # never a held-out chain
+    assert sum(k in (2, 3) for k in steps) / len(rows) == pytest.approx(t.short_frac, abs=0.015)
+    assert sum(k == 1 for k in steps) / len(rows) == pytest.approx(t.fact_frac, abs=0.015)
+    assert sum(map(thinks, full)) / len(full) == pytest.approx(t.worked_frac, abs=0.02)
+    for (p, c), k in zip(rows, steps, strict=True):  # facts and shorter chains: right, and in the head
+        if k < 4:
+            assert "#" not in c and c == (chain_worked(p) if k > 1 else str(chain_steps(p)[-1][1])) + END, (p, c)
+            assert t.correct([p], [c]) == [1.0]
     tok = CharTokenizer(t.chars)
     x, y, seg = t.sft_batch(torch.Generator().manual_seed(5), 2000, tok)  # packed rows
     assert x.size(1) == t.block_size and (y[seg == -1] == -1).all()

@@ -34,7 +34,7 @@ def add_model_args(parser):
         "--sft-steps",
         type=at_least(0),
         default=None,
-        help="most SFT steps when policy.pth is missing (default: the task's sft_steps: 1500, chain_tool 5000)",
+        help="most SFT steps when policy.pth is missing (default: the task's sft_steps: 1500, chain_tool 3500)",
     )
     parser.add_argument("--sft-batch-size", type=int, default=64, help="sequences per SFT step")
     parser.add_argument("--sft-lr", type=float, default=1e-3, help="SFT learning rate (AdamW)")

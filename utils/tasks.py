@@ -413,22 +413,25 @@ class ChainToolTask(ChainTask):
     calculator "<7*3#21;21+5#26;...>56|" (the digits after "#" are the environment's).
 
     Reward as chain's: the final answer (1.0) and well-formedness (0.1, the same for every format), never the
-    tool use. SFT data: chain's kinds, 64% practice facts, 12% worked solutions, 24% direct answers (chain:
-    40%, 12%, 48%), and a small share of the worked solutions (sft_tool_frac, 8% of them: 0.96% of the rows)
-    call the calculator on every step; its replies are context, never SFT targets. SFT runs 5000 steps
-    (sft_steps) in packed rows: copying the calculator's replies is learned there, and RL keeps what SFT
-    taught (docs/tools.md).
+    tool use. SFT data (sft_examples): 50% practice facts, 18% worked solutions of shorter chains (the first 2 or
+    3 steps of a chain, "7*3+5=" -> "<7*3=21;21+5=26>26|"), and 32% full chains, a quarter of them worked (8%
+    of the rows) and the rest direct answers (24%). A small share of the worked full chains (sft_tool_frac,
+    12% of them: 0.96% of the rows) call the calculator on every step; its replies are context, never SFT
+    targets. SFT runs 3500 steps (sft_steps) in packed rows: copying a result (into the next step, into the
+    answer) is learned there, on the shorter chains mostly, and RL keeps what SFT taught (docs/tools.md).
     """
 
     name = "chain_tool"
     chars = ChainTask.chars + "#?"
     rl_steps = 60
-    sft_steps = 5000
-    # chain's mix leaves too many direct answers (48% of the rows: after 5000 steps right 24% of the time, over
-    # the 20% the task starts from); half of them become facts, the worked rows (copying practice) stay 12%
-    fact_frac = 0.64
-    worked_frac = 1 / 3  # of the chains: 0.36 / 3 = 12% of the rows, the direct answers 24%
-    sft_tool_frac = 0.08  # of the worked SFT solutions: 0.36 / 3 * 0.08 = 0.96% of the rows
+    sft_steps = 3500
+    # the held-out chains start from the SFT policy's greedy answer, which should be a direct one (right about
+    # 10-20% of the time); copying is practised on worked shorter chains, whose prompts are not of that kind,
+    # so practice does not make the policy work the full chains in its head before RL
+    fact_frac = 0.50
+    short_frac = 0.18  # worked 2- and 3-step chains (two thirds 3-step)
+    worked_frac = 0.25  # of the full chains: 0.32 / 4 = 8% of the rows, the direct answers 24%
+    sft_tool_frac = 0.12  # of the worked full chains: 0.08 * 0.12 = 0.96% of the rows
     tool_trigger = "#"
 
     def tool(self, prompt, text):
@@ -438,13 +441,24 @@ class ChainToolTask(ChainTask):
         return [float(bool(_TOOL_FORM.match(c))) for c in completions]
 
     def sft_examples(self, g, n):
-        """chain's rows (n drawn first); then each worked one calls the calculator on every step with
-        probability sft_tool_frac."""
-        rows = super().sft_examples(g, n)
-        use_tool = (torch.rand(n, generator=g) < self.sft_tool_frac).tolist()
-        return [
-            (p, chain_tool_worked(p) + END if u and thinks(c) else c) for (p, c), u in zip(rows, use_tool, strict=True)
-        ]
+        """n (prompt, completion) rows: practice facts, worked shorter chains, full chains worked (with the
+        calculator or in the head) or answered directly (the class docstring)."""
+        rows = []
+        for p in self.sample_prompts(g, n):
+            kind, sub, tool = torch.rand(3, generator=g).tolist()
+            step = int(torch.randint(4, (1,), generator=g))
+            if kind < self.fact_frac:  # one step of the chain as a fact of its own
+                expr, value = chain_steps(p)[step]
+                rows.append((expr + "=", f"{value}{END}"))
+            elif kind < self.fact_frac + self.short_frac:  # its first 3 (or 2) steps, worked in the head
+                k = 3 if sub < 2 / 3 else 2
+                short = "".join(re.findall(r"\d+|[*+]", p)[: 2 * k + 1]) + "="
+                rows.append((short, chain_worked(short) + END))
+            elif (kind - self.fact_frac - self.short_frac) / (1 - self.fact_frac - self.short_frac) < self.worked_frac:
+                rows.append((p, (chain_tool_worked(p) if tool < self.sft_tool_frac else chain_worked(p)) + END))
+            else:
+                rows.append((p, f"{chain_steps(p)[-1][1]}{END}"))
+        return rows
 
     def sft_batch(self, g, n, tok):
         # the working calculator, also for the control: its SFT data is chain_tool's. Packed rows: most rows are
