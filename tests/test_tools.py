@@ -279,11 +279,22 @@ def test_chain_tool_sft_mix():
 # the driver
 
 
+CALLS_OFTEN = """
+from utils.tasks import ChainToolTask
+
+
+class CallsOften(ChainToolTask):  # chain_tool (its name, vocabulary and format) with every worked full chain
+    sft_tool_frac = 1.0  # calling the calculator: 8% of the SFT rows, so a 40-step policy calls it often
+"""
+
+
 def tool_sft(tmp_path, name="sft"):
     d = tmp_path / name
-    p = run("train_grpo.py", "--task", "chain_tool", "--steps", 1, "--sft-steps", 40, *TINY, *SMALL, "--out-dir", d,
-            "--log", d / "g.csv")  # fmt: skip
+    (tmp_path / "calls_often.py").write_text(CALLS_OFTEN)
+    p = run("train_grpo.py", "--task", f"{tmp_path / 'calls_often.py'}:CallsOften", "--steps", 1, "--sft-steps", 40,
+            *TINY, *SMALL, "--out-dir", d, "--log", d / "g.csv")  # fmt: skip
     assert p.returncode == 0, p.stderr
+    assert float(rows(d / "g.csv")[1]["tool_frac"]) > 0.1, "the tests below need a policy that calls the calculator"
     return d
 
 
@@ -292,7 +303,7 @@ SMALL = ["--batch-size", 4, "--group-size", 4, "--eval-every", 50, "--no-progres
 
 @pytest.fixture(scope="module")
 def chain_tool_sft(tmp_path_factory):
-    """A tiny chain_tool SFT policy (it calls the calculator in about a third of its samples)."""
+    """A tiny chain_tool SFT policy that calls the calculator in a good share of its samples."""
     return tool_sft(tmp_path_factory.mktemp("tools"))
 
 
