@@ -461,8 +461,9 @@ class ChainToolTask(ChainTask):
         return rows
 
     def sft_batch(self, g, n, tok):
-        # the working calculator, also for the control: its SFT data is chain_tool's. Packed rows: most rows are
-        # facts and direct answers, a third of the longest worked one; the same loss on a third of the positions
+        # the working calculator, also for the control: its SFT data is chain_tool's. Packed rows: three quarters
+        # of the rows are facts and direct answers, far shorter than a worked one; the same loss on a third of the
+        # positions
         return sft_batch_from_examples(
             self.sft_examples(g, n), tok, calculator, self.tool_trigger, pack=self.block_size
         )
