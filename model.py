@@ -563,10 +563,10 @@ class ValueModel(nn.Module):
         """seq: (N, P + T) -> (N, T): the value of the state before each completion token."""
         mask = full_mask(seq, n_prompt, prompt_mask)
         h, _ = self.gpt.body(seq[:, :-1], attention_mask=None if mask is None else mask[:, :-1])  # (N, P+T-1, C)
-        # the head in fp32 even under autocast (which would cast .float() back to bf16): values are
+        # the head in its own dtype (fp32) even under autocast (which would cast back to bf16): values are
         # regression targets, and bf16's 8-bit mantissa rounds a return of 3.7 to a multiple of 1/64
         with torch.autocast(device_type=h.device.type, enabled=False):
-            return self.v_head(h[:, n_prompt - 1 :].float()).squeeze(-1)  # (N, T)
+            return self.v_head(h[:, n_prompt - 1 :].to(self.v_head.weight.dtype)).squeeze(-1)  # (N, T)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,27 @@ from model import (
     left_pad,
 )
 
+# The tests below compare one computation laid out two ways (cache vs recompute, padded vs alone, packed vs
+# one row each). Different shapes take different matmul kernels and summation orders, so in float32 the
+# results differ by rounding: a few 1e-5 relative, and with these large weights up to 1e-4 absolute (seen:
+# a value 0.3974 vs 0.3973 on one machine, depending on the thread count). So the models run in float64,
+# where that rounding is ~1e-14, and the tolerance is far below what any layout bug moves (a pad attended
+# to, a position off by one, a crossed segment: 1e-3 and up).
+ATOL = 1e-9
+# Log-probs are float32 even then (completion_logprobs casts the logits, as training does): inputs that agree
+# to 1e-14 round to float32 numbers at most an ulp apart, and a log-softmax of values |x| < 32 moves that by a
+# few ulps of 2e-6 at most.
+LOGP_ATOL = 1e-5
+
 
 def tiny(block_size=24, seed=0, **options):
+    """A 2-layer float64 GPT with large weights (distributions far from uniform)."""
     torch.manual_seed(seed)
     model = GPT(GPTConfig(block_size=block_size, vocab_size=11, n_layer=2, n_head=2, n_embd=32, **options))
-    with torch.no_grad():  # larger weights than the init, so distributions are far from uniform
+    with torch.no_grad():
         for p in model.parameters():
             p.mul_(3.0)
-    return model
+    return model.double()
 
 
 @pytest.mark.parametrize("temperature,top_k", [(1.0, None), (0.7, 4), (0, None)])
@@ -37,7 +50,7 @@ def test_kv_cache_equals_full_recompute(temperature, top_k):
     a, lp_a = model.generate(idx, 12, temperature=temperature, top_k=top_k, eos_id=10, uniforms=u, use_cache=True)
     b, lp_b = model.generate(idx, 12, temperature=temperature, top_k=top_k, eos_id=10, uniforms=u, use_cache=False)
     assert torch.equal(a, b)
-    assert torch.allclose(lp_a, lp_b, atol=1e-5)
+    assert torch.allclose(lp_a, lp_b, atol=LOGP_ATOL)
 
 
 def test_cropped_context_beyond_block_size():
@@ -47,7 +60,7 @@ def test_cropped_context_beyond_block_size():
     u = torch.rand(3, 10)
     a, lp_a = model.generate(idx, 10, uniforms=u, use_cache=True)
     b, lp_b = model.generate(idx, 10, uniforms=u, use_cache=False)
-    assert torch.equal(a, b) and torch.allclose(lp_a, lp_b, atol=1e-5)
+    assert torch.equal(a, b) and torch.allclose(lp_a, lp_b, atol=LOGP_ATOL)
 
 
 def test_generate_logps_match_training_forward():
@@ -57,7 +70,7 @@ def test_generate_logps_match_training_forward():
     logp, logits = completion_logprobs(model, torch.cat([idx, out], 1), 4, temperature=0.8)
     mask = completion_mask(out, 10)
     assert logits.shape == (8, 10, 11)
-    assert torch.allclose(logp * mask, lp * mask, atol=1e-5)
+    assert torch.allclose(logp * mask, lp * mask, atol=LOGP_ATOL)
     assert logp.requires_grad
 
 
@@ -86,7 +99,7 @@ def test_inverse_cdf_sampling_matches_softmax():
     out, _ = model.generate(idx, 1, temperature=1.3)
     logits, _ = model(idx[:1])
     probs = torch.softmax(logits[0, -1] / 1.3, -1)
-    freq = torch.bincount(out[:, 0], minlength=11).float() / 20000
+    freq = torch.bincount(out[:, 0], minlength=11).to(probs.dtype) / 20000
     assert torch.allclose(freq, probs, atol=0.015)
 
 
@@ -155,7 +168,7 @@ def test_forward_matches_loop(options):
     idx = torch.randint(0, 11, (2, 6))
     logits, loss = model(idx)
     assert loss is None and logits.shape == (2, 6, 11)
-    assert torch.allclose(logits.double(), loop_forward(model, idx), atol=1e-4)
+    assert torch.allclose(logits.double(), loop_forward(model, idx), atol=ATOL)
     assert model.lm_head.weight is model.transformer.wte.weight
 
 
@@ -181,10 +194,10 @@ def test_logprobs_default_temperature_and_wrapper():
         [torch.log_softmax(logits[:, 3 + t], -1).gather(-1, seq[:, 4 + t, None])[:, 0] for t in range(5)], 1
     )
     for lp, _ in (model.logprobs(seq, 4), completion_logprobs(model, seq, 4)):
-        assert torch.allclose(lp, expected, atol=1e-5)
+        assert torch.allclose(lp, expected.float(), atol=LOGP_ATOL)
     lp, lg = model.logprobs(seq, 4, temperature=0.5)
     lp2, lg2 = completion_logprobs(model, seq, 4, temperature=0.5)
-    assert torch.equal(lp, lp2) and torch.equal(lg, lg2) and torch.allclose(lg, logits[:, 3:] / 0.5)
+    assert torch.equal(lp, lp2) and torch.equal(lg, lg2) and torch.allclose(lg, (logits[:, 3:] / 0.5).float())
 
 
 def test_num_params_and_flops_hand_computed():
@@ -302,7 +315,7 @@ def test_padded_forward_equals_each_row_alone(options):
     logits, _ = model(idx, attention_mask=mask)
     for i, row in enumerate(ROWS):
         alone = loop_forward(model, torch.tensor([row]))[0]  # (len, V)
-        assert torch.allclose(logits[i, idx.size(1) - len(row) :].double(), alone, atol=1e-4), i
+        assert torch.allclose(logits[i, idx.size(1) - len(row) :].double(), alone, atol=ATOL), i
         assert torch.isfinite(logits[i]).all()  # pad positions too: a NaN there would leak through 0 * NaN
 
 
@@ -315,13 +328,13 @@ def test_padded_generate_equals_each_row_alone(temperature, use_cache):
     for i, row in enumerate(ROWS):
         out1, lp1 = model.generate(torch.tensor([row]), 12, temperature, eos_id=10, uniforms=u[i : i + 1])
         assert torch.equal(out[i], out1[0]), i
-        assert torch.allclose(lp[i], lp1[0], atol=1e-5), i
+        assert torch.allclose(lp[i], lp1[0], atol=LOGP_ATOL), i
     # and the training forward on the padded sequences gives the log-probs generate reported
     seq = torch.cat([idx, out], dim=1)
     logp, _ = completion_logprobs(model, seq, idx.size(1), temperature or 1.0, prompt_mask=mask)
     m = completion_mask(out, 10).bool()
     if temperature:
-        assert torch.allclose(logp[m], lp[m], atol=1e-5)
+        assert torch.allclose(logp[m], lp[m], atol=LOGP_ATOL)
 
 
 def test_padded_generate_past_block_size_equals_alone():
@@ -332,7 +345,7 @@ def test_padded_generate_past_block_size_equals_alone():
     out, lp = model.generate(idx, 10, 1.0, uniforms=u, attention_mask=mask)
     for i, row in enumerate(ROWS):
         out1, lp1 = model.generate(torch.tensor([row]), 10, 1.0, uniforms=u[i : i + 1])
-        assert torch.equal(out[i], out1[0]) and torch.allclose(lp[i], lp1[0], atol=1e-5), i
+        assert torch.equal(out[i], out1[0]) and torch.allclose(lp[i], lp1[0], atol=LOGP_ATOL), i
 
 
 def test_all_ones_mask_is_the_unpadded_path_bit_for_bit():
@@ -349,7 +362,7 @@ def test_all_ones_mask_is_the_unpadded_path_bit_for_bit():
 
 def test_padded_value_model_equals_alone():
     gpt = tiny()
-    vm = ValueModel(gpt)
+    vm = ValueModel(gpt).double()
     with torch.no_grad():
         vm.v_head.weight.normal_()
     idx, mask = left_pad(ROWS, pad_id=10)
@@ -357,7 +370,7 @@ def test_padded_value_model_equals_alone():
     v = vm(torch.cat([idx, comp], dim=1), idx.size(1), prompt_mask=mask)
     for i, row in enumerate(ROWS):
         v1 = vm(torch.cat([torch.tensor([row]), comp[i : i + 1]], dim=1), len(row))
-        assert torch.allclose(v[i], v1[0], atol=1e-5), i
+        assert torch.allclose(v[i], v1[0], atol=ATOL), i
 
 
 def test_nanogpt_bias_false_has_no_bias_anywhere():
@@ -386,7 +399,7 @@ def test_gpt_logprobs_passes_the_prompt_mask():
     lp, _ = model.logprobs(torch.cat([idx, comp], dim=1), idx.size(1), prompt_mask=mask)
     for i, row in enumerate(ROWS):
         lp1, _ = model.logprobs(torch.cat([torch.tensor([row]), comp[i : i + 1]], dim=1), len(row))
-        assert torch.allclose(lp[i], lp1[0], atol=1e-5), i
+        assert torch.allclose(lp[i], lp1[0], atol=LOGP_ATOL), i
 
 
 def test_full_mask_keeps_the_unpadded_path_for_prompts_of_one_length():
@@ -439,13 +452,13 @@ def test_packed_rows_equal_each_example_alone():
     t = 0
     for r in rows:
         alone, _ = model(r[None])
-        assert torch.allclose(packed[0, t : t + len(r)], alone[0], atol=1e-5)
+        assert torch.allclose(packed[0, t : t + len(r)], alone[0], atol=ATOL)
         t += len(r)
     # the same id in two runs apart (padding between two rows' worth) is two sequences, not one
     seg2 = seg.clone()
     seg2[0, 5:6] = 7  # runs 0, 7, 0 (ids repeat), 2, 3
     again, _ = model(x, segments=torch.where(seg2 == 2, 0, seg2))
-    assert torch.allclose(again[0, 6:13], packed[0, 6:13], atol=1e-5)
+    assert torch.allclose(again[0, 6:13], packed[0, 6:13], atol=ATOL)
 
 
 def test_packed_sft_batch_gives_the_unpacked_loss_and_gradient():
@@ -463,12 +476,12 @@ def test_packed_sft_batch_gives_the_unpacked_loss_and_gradient():
     assert (Y[S == -1] == -1).all() and (X[S == -1] == tok.eos_id).all()
     got = "".join(tok.decode(X[r][S[r] >= 0].tolist()) for r in range(len(X)))
     assert got == "".join(p + c.removesuffix(END) for p, c in ex)  # every example whole, in order
-    model = GPT(GPTConfig(block_size=16, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32))
+    model = GPT(GPTConfig(block_size=16, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32)).double()
     _, a = model(x, y)
     ga = torch.autograd.grad(a, list(model.parameters()))
     _, b = model(X, Y, segments=S)
     gb = torch.autograd.grad(b, list(model.parameters()))
-    assert torch.allclose(a, b, atol=1e-6)
-    assert all(torch.allclose(u, v, atol=1e-6) for u, v in zip(ga, gb, strict=True))
+    assert torch.allclose(a, b, atol=ATOL)
+    assert all(torch.allclose(u, v, atol=ATOL) for u, v in zip(ga, gb, strict=True))
     with pytest.raises(TaskError, match="does not fit"):
         sft_batch_from_examples(ex, tok, pack=6)
