@@ -37,7 +37,8 @@ Prints markdown tables (and writes them to --out):
      --logits-chunk-size and with both (train_grpo.py's flags, docs/memory.md); beside it the seconds of a
      whole GRPO step with each at the two fixed shapes (the price in time).
   5. With --rss: the peak RSS of two train_grpo.py steps from a random 4 x 128 nanoGPT-format checkpoint over
-     50,000 characters, without and with --micro-batch-size 8, and how far the gradients moved.
+     50,000 characters, without and with --micro-batch-size 8, 2 and 1 (and --logits-chunk-size 256), how far
+     the gradients moved, and the floor: the same process with a batch of 2 one-token completions.
 
 Timing rules: a warm-up call is never counted; each figure is the best of --repeats calls (the least
 disturbed by other processes); CUDA work is synchronised before every clock read, phases inside a step
@@ -514,7 +515,17 @@ RSS_WRAPPER = (
     "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
 )
-RSS_FLAGS = [[], ["--micro-batch-size", "8"], ["--micro-batch-size", "8", "--logits-chunk-size", "256"]]
+RSS_FLAGS = [
+    [],
+    ["--micro-batch-size", "8"],
+    ["--micro-batch-size", "8", "--logits-chunk-size", "256"],
+    ["--micro-batch-size", "2"],
+    ["--micro-batch-size", "2", "--logits-chunk-size", "256"],
+    ["--micro-batch-size", "1", "--logits-chunk-size", "256"],
+]
+# the floor: the same process with a batch of 2 completions of 1 token (weights, the reference, Adam's state,
+# Python and torch): what every run holds whatever its batch; its gradients are not compared (another batch)
+RSS_FLOOR = ["--batch-size", "1", "--group-size", "2", "--max-new-tokens", "1"]
 
 
 def bench_rss(args, work):
@@ -541,9 +552,10 @@ def bench_rss(args, work):
         f.writelines(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in RSS_QA)
     root = os.path.dirname(os.path.abspath(__file__))
     runs = {}
-    for extra in RSS_FLAGS:
-        out = {}
-        for kind, more in (("rss", ["--steps", "2"]), ("grad", ["--steps", "1", "--entropy-coef", "0.01"])):
+    for extra in [*RSS_FLAGS, RSS_FLOOR]:
+        out = {"trace": None, "loss": None}
+        kinds = (("rss", ["--steps", "2"]), ("grad", ["--steps", "1", "--entropy-coef", "0.01"]))
+        for kind, more in kinds[:1] if extra is RSS_FLOOR else kinds:
             d = os.path.join(work, kind + "".join(extra).replace("-", "_"))
             cmd = [sys.executable, "train_grpo.py", "--init-from", ckpt, "--meta", os.path.join(work, "meta.pkl")]
             cmd += ["--task", f"jsonl:{data}", "--batch-size", "8", "--group-size", "8", "--max-new-tokens", "128"]
@@ -782,20 +794,24 @@ def main():
         with tempfile.TemporaryDirectory() as work:
             runs = bench_rss(args, work)
         base_rss, base_trace, base_loss = runs[""]
+        floor = runs.pop(" ".join(RSS_FLOOR))[0]
         part = [
             "",
             f"Peak RSS of `train_grpo.py` (ru_maxrss), two GRPO steps, B 8, G 8, --max-new-tokens 128, from a random "
             f"4 x 128 nanoGPT-format checkpoint over {args.rss_vocab:,} characters, a JSONL task, --device cpu; and, "
             "from one step of each with --entropy-coef 0.01 (the random model earns no reward: without the bonus "
-            "every gradient is 0), the gradients and the logged loss against the run without the flags:",
+            "every gradient is 0), the gradients and the logged loss against the run without the flags. The floor is "
+            f"the same process with `{' '.join(RSS_FLOOR)}`: {floor / mib:,.0f} MiB, what it holds whatever the batch; "
+            "'above the floor' is each run's peak minus it, over the plain run's:",
             "",
-            "| flags | peak RSS (MiB) | / without | gradients: max abs diff / max abs | loss (--entropy-coef 0.01) |",
-            "|---|---:|---:|---:|---:|",
+            "| flags | peak RSS (MiB) | / without | above the floor / without's | gradients: max abs diff / max abs "
+            "| loss (--entropy-coef 0.01) |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for flags, (rss, trace, loss) in runs.items():
             part.append(
                 f"| {flags or '(none)'} | {rss / mib:,.0f} | {rss / base_rss:.3f} "
-                f"| {max_rel_diff(base_trace, trace):.1e} | {loss:.7g} |"
+                f"| {(rss - floor) / (base_rss - floor):.3f} | {max_rel_diff(base_trace, trace):.1e} | {loss:.7g} |"
             )
         print("\n".join(part), flush=True)
         lines += part
