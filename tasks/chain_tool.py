@@ -13,8 +13,8 @@ from model import END
 from tasks.chain import ChainTask, chain_steps, chain_worked, thinks
 from tasks.rollout import sft_batch_from_examples
 
-# chain_tool: the chain task with a calculator. Inside the scratchpad a step is worked in the head, "7*3=21",
-# or handed to the calculator, "7*3#" after which the environment writes "21" and the policy goes on with ";".
+# Inside the scratchpad a step is worked in the head, "7*3=21", or handed to the calculator, "7*3#" after
+# which the environment writes "21" and the policy goes on with ";".
 _TOOL_STEP = r"\d+[*+]\d+(=\d+|#(\d+|\?))"
 _TOOL_FORM = re.compile(rf"^(<{_TOOL_STEP}(;{_TOOL_STEP})*>)?\d+{re.escape(END)}$")
 _CALL = re.compile(r"(\d+)([*+])(\d+)#$")

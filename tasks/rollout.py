@@ -1,6 +1,8 @@
 """Rollouts, evaluation and SFT batches for any task (the interface in tasks/base.py): prompts of any lengths
 completed by the policy (with the task's tool, if it has one), the default greedy evaluation, and next-token
-SFT batches from (prompt, completion) examples. The drivers call them, e.g. python train_grpo.py --task chain.
+SFT batches from (prompt, completion) examples. The drivers and the task files call them:
+
+    python train_grpo.py --task chain
 """
 
 import functools
