@@ -67,8 +67,9 @@ import torch
 from grpo import group_advantages, grpo_loss
 from model import GPT, CharTokenizer, GPTConfig, ValueModel, completion_logprobs, completion_logprobs_chunked
 from ppo import gae, masked_whiten, per_token_rewards, ppo_loss
+from tasks import total_reward
+from tasks.shakespeare import ShakespeareTask
 from utils.common import at_least, pick_device
-from utils.tasks import ShakespeareTask, total_reward
 
 # bf16 dense peak FLOP/s (no sparsity) from NVIDIA's datasheets, matched against the device name
 PEAK_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("A100", 312e12)]

@@ -12,7 +12,7 @@ throughput reported as tokens/s, MFU and peak memory.
 What happens: a short SFT warm start of a fresh GPT on the task (utils/sft.py, so that the rewards are
 not all zero; --sft-steps 0 skips it), a frozen copy of it as the reference pi_ref, then --steps GRPO
 steps as train_grpo.py takes them (grpo.py's group advantages, clipped loss with the k3 KL
-penalty, real rewards from utils/tasks.py, log-probs from model.completion_logprobs). On CUDA: bf16
+penalty, real rewards from tasks/, log-probs from model.completion_logprobs). On CUDA: bf16
 autocast, TF32 matmuls, fused AdamW, optional torch.compile; --device cuda on a machine without CUDA
 falls back to the CPU with a one-line message. No checkpoints or CSV: this script is about speed.
 
@@ -36,9 +36,9 @@ import torch
 from bench import PhaseTimer, peak_flops
 from grpo import completion_mask, entropy_from_logits, group_advantages, grpo_loss
 from model import CharTokenizer, GPTConfig, completion_logprobs
+from tasks import TASKS, total_reward
 from utils.common import at_least, pick_device, positive
 from utils.sft import sft_train
-from utils.tasks import TASKS, total_reward
 
 # n_layer, n_head, n_embd; "gpt2" is GPT-2 small's shape (85M parameters without GPT-2's 50257-token
 # embedding: our vocabulary is the task's characters)
@@ -59,7 +59,7 @@ parser.add_argument(
     "--task",
     choices=sorted(TASKS),
     default="arithmetic",
-    help="utils/tasks.py: arithmetic (verifiable rewards, 11-token sequences) or shakespeare (64 tokens, sparse rewards)",
+    help="tasks/: arithmetic (verifiable rewards, 11-token sequences) or shakespeare (64 tokens, sparse rewards)",
 )
 parser.add_argument("--steps", type=at_least(1), default=None, help="GRPO steps (default: 30 on CUDA, 4 on CPU)")
 parser.add_argument("--warmup", type=at_least(0), default=2, help="first steps left out of the throughput summary")

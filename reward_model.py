@@ -14,7 +14,7 @@ What it is, and how it departs from InstructGPT:
      inputs are right-padded, and with causal attention the pads after the last real token cannot change
      its hidden state, so a score does not depend on how much padding shares its batch.
   2. The reward model reads the completion only, not prompt + completion: the gold rule it learns
-     (utils/tasks.gold_score) is a function of the completion alone, so the prompt would only add tokens
+     (tasks/shakespeare.py gold_score) is a function of the completion alone, so the prompt would only add tokens
      and a boundary the model would have to learn to find. A prompt-dependent rule would need both.
   3. It starts from the SFT policy's weights (InstructGPT: "starting from the SFT model with the final
      unembedding layer removed"), so it has the same shape as the policy (--n-layer/--n-head/--n-embd);
@@ -52,11 +52,11 @@ import torch.nn.functional as F
 
 from model import END, GPT, CharTokenizer, GPTConfig
 from simple_example import DEFAULT_PAIRS, add_data_args, generate_data
+from tasks.shakespeare import ShakespeareTask, gold_score, lexicon_reward
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import at_least, fail, is_finite, pick_device, positive
 from utils.metrics import CSVLogger
 from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
-from utils.tasks import ShakespeareTask, gold_score, lexicon_reward
 
 COLUMNS = ["step", "loss", "acc", "grad_norm", "val_loss", "val_acc", "val_gold_acc", "time_s", "skipped"]
 

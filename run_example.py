@@ -56,8 +56,8 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from plot import plot_curves
+from tasks import TASKS
 from utils.metrics import read_csv
-from utils.tasks import TASKS
 from view import write_page
 
 ROOT = os.path.dirname(os.path.abspath(__file__))

@@ -8,7 +8,7 @@ data" step of the classic RLHF recipe (Christiano et al. 2017; Ouyang et al. 202
 
 The SFT policy is <out-dir>/policy.pth (trained first if missing, with the same flags as train_grpo.py).
 
-The labeller. Its gold score g(text) is utils/tasks.gold_score on the completion: the number of pleasant
+The labeller. Its gold score g(text) is tasks/shakespeare.py gold_score on the completion: the number of pleasant
 minus grim lexicon words. For a pair (a, b) it prefers a with the Bradley-Terry probability
     P(a > b) = sigmoid((g(a) - g(b)) / tau)          (Bradley & Terry 1952; the model the reward model fits)
 so tau -> 0 is the noiseless rule and a large tau is a coin flip. With tau = 0.5 a one-word difference is
@@ -47,10 +47,11 @@ import time
 
 import torch
 
+from tasks import DATA_DIR
+from tasks.shakespeare import ShakespeareTask, gold_score
 from utils.ckpt import CheckpointError
 from utils.common import at_least, fail, pick_device, positive
 from utils.sft import add_model_args, load_or_train_sft
-from utils.tasks import DATA_DIR, ShakespeareTask, gold_score
 
 DEFAULT_PAIRS = os.path.join(DATA_DIR, "prefs.jsonl")
 

@@ -52,6 +52,7 @@ from tqdm import tqdm
 from grpo import clip_range, group_advantages, grpo_loss, token_entropy, token_entropy_pieces, truncated
 from model import completion_logprobs, completion_logprobs_chunked
 from reward_model import DivergedError, add_rm_args, setup_rewards
+from tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward, trigger_id
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import (
     add_run_args,
@@ -80,7 +81,6 @@ from utils.rollouts import (
     wandb_rollout_table,
 )
 from utils.sft import add_init_args, add_model_args, check_model_config, load_policy
-from utils.tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward, trigger_id
 
 TOP_K_REFUSED = (
     "--top-k is not supported for training: under top-k the tokens come from a truncated distribution, while the "

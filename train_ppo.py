@@ -69,6 +69,7 @@ from grpo import entropy_from_logits, token_entropy
 from model import ValueModel, completion_logprobs
 from ppo import explained_variance, gae, masked_mean, masked_whiten, per_token_rewards, ppo_loss
 from reward_model import DivergedError, add_rm_args, setup_rewards
+from tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import add_run_args, at_least, fail, is_finite, lr_at, memory_stats, pick_device, positive
 from utils.init_from import InitError
@@ -84,7 +85,6 @@ from utils.rollouts import (
     wandb_rollout_table,
 )
 from utils.sft import add_init_args, add_model_args, check_model_config, load_policy
-from utils.tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward
 
 # -----------------------------------------------------------------------------
 # config

@@ -2,7 +2,7 @@
 
     python train_grpo.py --task examples/calculator_task.py:CalculatorTask
 
-A tool is two attributes of the task (utils/tasks.py, the task interface): tool(prompt, text) -> str, the
+A tool is two attributes of the task (tasks/base.py, the task interface): tool(prompt, text) -> str, the
 environment's reply, and tool_trigger, the one character that ends a call. Here the policy answers "37+48="
 directly, "85|", or calls the calculator: it writes "#", the environment writes "85" and the policy ends with
 the end token, "#85|". The reply is in the text the reward functions see and in the context of every later

@@ -2,7 +2,7 @@
 
     python train_grpo.py --task examples/reverse_task.py:ReverseTask
 
-The interface is described once, in utils/tasks.py; this class uses the required attributes plus chars and
+The interface is described once, in tasks/base.py; this class uses the required attributes plus chars and
 sft_examples, which a model trained from scratch needs. The task is easy: 400 SFT steps alone got
 every held-out word right; with --sft-steps 60 held-out accuracy went 0.83 -> 0.86 over the 200 GRPO steps
 (seed 1337, CPU).

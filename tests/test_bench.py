@@ -207,7 +207,7 @@ def test_step_flops_and_mfu_arithmetic():
     5/3 of it (rollout and reference: a forward each), and the ratios divide those by the measured time."""
     import argparse
 
-    from utils.tasks import ShakespeareTask
+    from tasks.shakespeare import ShakespeareTask
 
     task = ShakespeareTask()
     tok = bench.CharTokenizer(task.chars)

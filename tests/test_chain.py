@@ -9,7 +9,7 @@ import torch
 from conftest import TINY, run
 
 from model import END, GPT, CharTokenizer, GPTConfig
-from utils.tasks import ChainTask, chain_answer, chain_steps, chain_worked, thinks
+from tasks.chain import ChainTask, chain_answer, chain_steps, chain_worked, thinks
 
 P = "7*3+5*2+4="  # ((7*3)+5)*2+4 = 56, left to right
 

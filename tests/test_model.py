@@ -465,7 +465,8 @@ def test_packed_sft_batch_gives_the_unpacked_loss_and_gradient():
     """sft_batch_from_examples(..., pack=L): the same mean loss and gradient as one padded row per example,
     on fewer positions, the examples in order and no row over L. Bug: a target shifted at a row's seam, the
     padding trained on, an example split across rows."""
-    from utils.tasks import END, TaskError, sft_batch_from_examples
+    from model import END
+    from tasks import TaskError, sft_batch_from_examples
 
     tok = CharTokenizer("0123456789+=")
     ex = [("1+2=", "3"), ("10+20=", "30"), ("9+9=", "18"), ("5=", "5"), ("99+1=", "100"), ("1+2+3+4+5+6=", "21")]

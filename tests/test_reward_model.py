@@ -29,8 +29,8 @@ from reward_model import (
     split_groups,
     train_rm,
 )
+from tasks.shakespeare import ShakespeareTask, gold_score
 from utils.ckpt import CheckpointError
-from utils.tasks import ShakespeareTask, gold_score
 
 WORDS = ["good", "evil", "the", "and", "of", "to"]
 

@@ -84,8 +84,8 @@ def test_the_committed_chain_policy_fits_the_chain_task():
     the default model shape, the --full recipe's 1500 SFT steps. A change to the task's vocabulary or to
     the model's defaults makes it stale, and this fails."""
     from model import CharTokenizer
+    from tasks.chain import ChainTask
     from utils.sft import add_model_args, check_model_config, model_config
-    from utils.tasks import ChainTask
 
     path = os.path.join(ROOT, "data", "chain_sft_policy.pth")
     ck = torch.load(path, weights_only=True)
@@ -102,8 +102,8 @@ def test_the_committed_shakespeare_policy_fits_the_shakespeare_task():
     Shakespeare's characters, the default model shape, 1500 SFT steps. A change to the text's vocabulary or to
     the model's defaults makes it stale, and this fails."""
     from model import CharTokenizer
+    from tasks.shakespeare import ShakespeareTask
     from utils.sft import add_model_args, check_model_config, model_config
-    from utils.tasks import ShakespeareTask
 
     path = os.path.join(ROOT, "data", "shakespeare_sft_policy.pth")
     ck = torch.load(path, weights_only=True)

@@ -1,4 +1,4 @@
-"""utils/tasks.py: the built-in tasks keep their numbers, load_task's four forms, the JSONL task's split and
+"""tasks/: the built-in tasks keep their numbers, load_task's four forms, the JSONL task's split and
 rewards by hand, one-line TaskErrors naming file and line, total_reward's checks, and the shared rollout
 helper (padded prompts complete exactly as they would alone)."""
 
@@ -11,22 +11,19 @@ import torch
 from conftest import run
 
 from model import END, GPT, CharTokenizer, GPTConfig
-from utils.tasks import (
-    SHAKESPEARE,
+from tasks import (
     TASKS,
-    ArithmeticTask,
-    ShakespeareTask,
     TaskError,
     add_task_args,
     check_scratch,
     complete,
     evaluate_greedy,
-    exact_match,
     load_task,
     sft_batch_from_examples,
     total_reward,
-    well_formed,
 )
+from tasks.arithmetic import ArithmeticTask, exact_match, well_formed
+from tasks.shakespeare import SHAKESPEARE, ShakespeareTask
 
 
 def tiny_gpt(tok, block_size, seed=0):
@@ -73,7 +70,7 @@ def test_arithmetic_sft_batch_by_hand():
 
 
 def old_arithmetic_sft_batch(task, g, batch_size, tok):
-    """The SFT batch as utils/tasks.py built it before sft_examples (a second implementation)."""
+    """The SFT batch as the tasks built it before sft_examples (a second implementation)."""
     prompts = task.sample_prompts(g, batch_size)
     rows = [tok.encode(p + str(eval(p[:-1]))) + [tok.eos_id] for p in prompts]
     T = max(len(r) for r in rows)
@@ -553,7 +550,7 @@ def test_example_task_trains_from_scratch(tmp_path):
 
 
 LETTERS_TASK = """
-    from utils.tasks import evaluate_greedy
+    from tasks import evaluate_greedy
 
     def exact(prompts, completions):
         return [float(c == p + "|") for p, c in zip(prompts, completions)]

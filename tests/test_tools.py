@@ -17,20 +17,10 @@ from conftest import ROOT, TINY, run
 
 from grpo import LOSS_TYPES, completion_mask, group_advantages, grpo_loss
 from model import END, GPT, CharTokenizer, GPTConfig, completion_logprobs, left_pad, sample
+from tasks import TaskError, complete, load_task, sft_batch_from_examples, total_reward
+from tasks.chain import chain_steps, chain_worked, thinks
+from tasks.chain_tool import ChainToolTask, calculator, chain_tool_worked
 from utils.ckpt import load_checkpoint, save_checkpoint
-from utils.tasks import (
-    ChainToolTask,
-    TaskError,
-    calculator,
-    chain_steps,
-    chain_tool_worked,
-    chain_worked,
-    complete,
-    load_task,
-    sft_batch_from_examples,
-    thinks,
-    total_reward,
-)
 
 VOCAB = "ab#0123"
 
@@ -280,7 +270,7 @@ def test_chain_tool_sft_mix():
 
 
 CALLS_OFTEN = """
-from utils.tasks import ChainToolTask
+from tasks.chain_tool import ChainToolTask
 
 
 class CallsOften(ChainToolTask):  # chain_tool (its name, vocabulary and format) with every worked full chain
@@ -411,7 +401,7 @@ def test_resume_with_tools_matches_uninterrupted(chain_tool_sft, tmp_path):
 
 
 BAD_TOOLS = """
-from utils.tasks import ChainToolTask
+from tasks.chain_tool import ChainToolTask
 
 
 class Bad(ChainToolTask):

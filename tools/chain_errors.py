@@ -18,8 +18,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from model import END, GPT, CharTokenizer, GPTConfig  # noqa: E402
+from tasks import complete, load_task  # noqa: E402
+from tasks.chain import chain_answer, chain_steps, thinks  # noqa: E402
 from utils.ckpt import load_checkpoint  # noqa: E402
-from utils.tasks import chain_answer, chain_steps, complete, load_task, thinks  # noqa: E402
 
 KINDS = {
     "truncated": "no end token within max_new_tokens",

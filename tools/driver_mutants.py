@@ -1,4 +1,4 @@
-"""Hand-made mutants of the drivers and utils/: plausible bugs planted one at a time, each run against the
+"""Hand-made mutants of the drivers, utils/ and tasks/: plausible bugs planted one at a time, each run against the
 tests that should catch it. mutmut (tools/mutation.sh) covers the pure modules; the drivers' bugs live in
 code that only subprocess runs reach, which mutmut's in-process trampolines cannot see.
 
@@ -51,21 +51,21 @@ MUTANTS = [
     ),
     (
         "JSONL name from the basename only",
-        "utils/tasks.py",
+        "tasks/jsonl.py",
         'self.name = f"jsonl_{os.path.splitext(os.path.basename(path))[0]}_{digest}"',
         'self.name = f"jsonl_{os.path.splitext(os.path.basename(path))[0]}"',
         ["tests/test_tasks.py", "-k", "jsonl_name"],
     ),
     (
         "held-out prompts trained on",
-        "utils/tasks.py",
+        "tasks/jsonl.py",
         "self.train = [p for p in prompts if p not in held]",
         "self.train = prompts",
         ["tests/test_tasks.py", "-k", "heldout_prompts"],
     ),
     (
         "--data silently ignored by a built-in task",
-        "utils/tasks.py",
+        "tasks/loader.py",
         "if data and spec not in TASKS_WITH_DATA:",
         "if False:",
         ["tests/test_tasks.py", "-k", "data_is_refused"],
@@ -107,7 +107,7 @@ MUTANTS = [
     ),
     (
         "SFT trains on the tool's replies",
-        "utils/tasks.py",
+        "tasks/rollout.py",
         "            y[i, P + k - 1] = -1",
         "            pass",
         ["tests/test_tools.py", "-k", "sft_never"],

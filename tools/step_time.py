@@ -30,7 +30,7 @@ def main():
     os.chdir(repo)
     import bench  # the checkout's own modules from here on
     from model import CharTokenizer
-    from utils.tasks import ShakespeareTask
+    from tasks.shakespeare import ShakespeareTask
 
     # bench.main's defaults for everything bench_grpo reads (seed, repeats, baseline, compile, ...)
     captured = {}

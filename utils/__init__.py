@@ -1,1 +1,1 @@
-"""Small helpers shared by the drivers: checkpoints, CSV metrics, tasks and data, device/DDP setup."""
+"""Small helpers shared by the drivers: checkpoints, CSV metrics, SFT, device/DDP setup. The tasks are in tasks/."""

@@ -29,7 +29,7 @@ column describes the global batch (all DDP ranks), not a mean of per-rank figure
   eval_r        held-out mean score of the task's own rule, empty on steps without evaluation
                 (arithmetic: the total reward; shakespeare: the lexicon rule, the gold score, never the RM)
 A task may add columns of its own: per step from its step_metrics (on the first draw's completions, every
-rank's), held-out from its evaluate. The chain task's (utils/tasks.py ChainTask):
+rank's), held-out from its evaluate. The chain task's (tasks/chain.py ChainTask):
   think_frac    share of the step's completions that open a scratchpad ("<"): worked solutions
   len_right, len_wrong  mean length in characters of the completion text (the end token counts as one) of
                 the step's right and of its wrong completions (nan when there is none); equal to tokens
@@ -39,7 +39,7 @@ rank's), held-out from its evaluate. The chain task's (utils/tasks.py ChainTask)
   eval_acc_think, eval_acc_direct  greedy accuracy among the worked and among the direct completions
                 (nan when there is none)
   eval_*_sampled  the same sampled at temperature 1 with fixed random numbers
-A task with a tool (utils/tasks.py, docs/tools.md) adds, per step on the first draw's completions (every rank's):
+A task with a tool (tasks/base.py, docs/tools.md) adds, per step on the first draw's completions (every rank's):
   tool_frac     share of the step's completions in which the policy called the tool at least once (wrote the
                 trigger token; a trigger inside a reply is the environment's, not a call)
   tool_calls    mean number of calls (trigger tokens the policy wrote) per completion
@@ -47,7 +47,7 @@ A task with a tool (utils/tasks.py, docs/tools.md) adds, per step on the first d
                 wrote (the tool's replies)
   With a tool, the columns counted over tokens (len_mean, entropy, kl, clip_frac, tokens_per_s) count the
   policy's tokens only: the environment's are not in the mask (len_mean + the replies = the completion).
-The chain_tool task's (utils/tasks.py ChainToolTask) held-out columns, beside chain's (whose eval_len counts
+The chain_tool task's (tasks/chain_tool.py ChainToolTask) held-out columns, beside chain's (whose eval_len counts
 the replies' characters too, and eval_think_frac, eval_acc_think every worked solution, called or not):
   eval_tool_frac  greedy: share of the held-out completions that called the calculator ("#")
   eval_acc_tool, eval_acc_head  greedy accuracy among the completions that called the calculator, and among

@@ -20,9 +20,9 @@ import torch
 import torch.distributed as dist
 
 from model import GPT, CharTokenizer, GPTConfig
+from tasks import check_scratch
 from utils.ckpt import CheckpointError, load_checkpoint, save_checkpoint
 from utils.common import at_least
-from utils.tasks import check_scratch
 
 
 def add_model_args(parser):
