@@ -127,6 +127,7 @@ def load_run(csv_path):
 # curves: inline SVG, one small panel per column, grouped under headings, each with a caption
 
 SIG = 4  # significant digits of every number the page prints (the CSV holds 6; the file 6 too)
+CHAR_W = 6.5  # px a character of a 10 px axis label takes at most (digits are 0.64 em in DejaVu Sans)
 
 
 def num(v, sig=SIG):
@@ -151,22 +152,24 @@ def rounded(obj, sig=SIG):
     return obj
 
 
-def ticks(lo, hi, n=5, integer=False):
-    """About n round ticks (1, 2, 2.5 or 5 x 10^k apart) covering [lo, hi]: (ticks, their labels). The axis
-    then runs from the first tick to the last, so both ends carry a number."""
+def ticks(lo, hi, n=5, integer=False, extend=True):
+    """About n round ticks (1, 2, 2.5 or 5 x 10^k apart) for data in [lo, hi]: (ticks, their labels). With
+    extend the axis runs from the first tick at or below lo to the first at or above hi (both ends carry a
+    number), else the ticks are those inside [lo, hi] (at least n / 2 of them)."""
     span = hi - lo if hi > lo else (abs(lo) or 1.0)
     raw = span / n
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    if integer:
-        step = max(1, round(step))
-    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
-    last = max(last, first + 1)
-    vals = [i * step for i in range(first, last + 1)]
+    step = next(m * mag for m in ((1, 2, 5, 10) if integer else (1, 2, 2.5, 5, 10)) if m * mag >= raw)
+    step = max(1, round(step)) if integer else step
+    if extend:
+        first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+        last = max(last, first + 1)
+    else:
+        first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+    vals = [float(f"{i * step:.12g}") for i in range(first, last + 1)]  # 3 * 0.1 -> 0.3, not 0.30000000000000004
     # decimals enough to tell the ticks apart (2.5 needs one more), never float noise like 0.30000000000000004
     dec = max(0, -math.floor(math.log10(step) + 1e-9)) + (1 if round(step / mag, 1) == 2.5 and step < 10 else 0)
-    big = max(abs(vals[0]), abs(vals[-1]))
-    if big >= 1e5 or (dec > 5):
+    if max(abs(vals[0]), abs(vals[-1])) >= 1e5 or dec > 5:
         labels = [f"{v:.3g}" for v in vals]
     else:
         labels = [f"{v:.{dec}f}" for v in vals]
@@ -250,11 +253,13 @@ def panel(runs, col, w=330, h=200):
     if not series:
         return ""
     ys, ylab = ticks(min(s.min() for _, s in series), max(s.max() for _, s in series))
-    xs, xlab = ticks(min(s.index.min() for _, s in series), max(s.index.max() for _, s in series), 4, integer=True)
-    lo, hi, x0, x1 = ys[0], ys[-1], xs[0], xs[-1]
-    # room for the longest y label (about 6 px a character at 10 px) and half an x label at either end
-    pad_l = max(30, 6 * max(len(s) for s in ylab) + 10, 3 * len(xlab[0]) + 4)
-    pad_r, pad_t, pad_b = max(10, 3 * len(xlab[-1]) + 4), 22, 30
+    x0 = min(s.index.min() for _, s in series)
+    x1 = max(x0 + 1, max(s.index.max() for _, s in series))
+    xs, xlab = ticks(x0, x1, 6, integer=True, extend=False)  # the x axis spans the steps logged, no more
+    lo, hi = ys[0], ys[-1]
+    # room for the longest y label and half an x label at either end: CHAR_W px a character at 10 px
+    pad_l = max(30, round(CHAR_W * max(len(s) for s in ylab)) + 10, round(CHAR_W / 2 * len(xlab[0])) + 4)
+    pad_r, pad_t, pad_b = max(10, round(CHAR_W / 2 * len(xlab[-1])) + 4), 22, 30
     X = lambda x: pad_l + (x - x0) / (x1 - x0) * (w - pad_l - pad_r)
     Y = lambda y: pad_t + (hi - y) / (hi - lo) * (h - pad_t - pad_b)
     parts = [
