@@ -8,12 +8,14 @@ rollouts token by token, coloured by the number the reader picks. Opens offline:
 Each CSV is read with the rollouts file beside it (<log stem>_rollouts.jsonl, utils/rollouts.py
 describes it; without one the page has the curves only) and the run's summary JSON when it can be found
 (beside the log as <log stem>_summary.json or <method>_summary.json, else in the run's --out-dir).
-For each logged step the groups sit side by side, completions sorted by reward. A token's colour is one
-of: the probability the sampling policy gave it, the true entropy of the distribution it was drawn
-from, the k3 KL to the reference, or the advantage (GRPO: one per completion; PPO: one per token).
-Grey struck tokens come after the end token (padding, outside the loss); dashed ones were written by
-the environment (a tool), not sampled. Hover a token for its numbers. The colour picker is CSS (:has),
-the steps are <details>: both work without JavaScript.
+The curves are grouped under headings, each panel with round ticks and a caption. For each logged step
+one box per prompt holds that prompt's group from every run (matched by prompt, not by position in the
+files), completions sorted by reward. A token's colour is one of: the probability the sampling policy
+gave it, the true entropy of the distribution it was drawn from, the k3 KL to the reference, or the
+advantage (GRPO: one per completion; PPO: one per token). The positions after the end token (padding,
+outside the loss) are not drawn; dashed tokens were written by the environment (a tool), not sampled.
+Hover a token for its numbers. Every number is rounded to 4 significant digits. The colour picker is CSS
+(:has), the steps are <details>: both work without JavaScript.
 """
 
 import argparse
@@ -498,7 +500,7 @@ h3.sec{margin:1em 0 .3em;color:#444}
 .cp{margin:3px 0}.m{font-size:11px;color:#555}.pt{color:#888}.tr{color:#b00}
 .tk{font-family:monospace;font-size:15px;white-space:pre-wrap;word-break:break-all}
 .tk span{padding:0 1px;border-radius:2px}
-.pad{color:#aaa;text-decoration:line-through}.env{border:1px dashed #2a7;color:#075;font-style:italic}
+.env{border:1px dashed #2a7;color:#075;font-style:italic}
 .eos{font-weight:700}
 details.st{border-top:1px solid #ddd;padding:.3em 0}summary{cursor:pointer;font-weight:600}
 pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:12px}
