@@ -7,7 +7,8 @@ Draw metric curves from the drivers' CSV logs into a labelled PNG.
     python plot.py --metric eval_acc,eval_len logs/chain_seed*.csv       # two panels side by side
 
 One curve per CSV, labelled by the file name. CSVs named <name>_seed<k>.csv are one method run with
-several seeds: they become one curve, the mean over seeds, with a band of +-1 standard deviation.
+several seeds: they become one curve, the mean over seeds, with a band of +-1 standard deviation; the
+legend says so ("<name>: mean of N seeds, band: +-1 std", N the number of CSVs averaged).
 Empty and nan cells (eval_acc on steps without evaluation) are skipped, not drawn as zero. Read, smoothed
 and averaged over seeds with pandas.
 """
@@ -118,7 +119,8 @@ def draw(ax, data, groups, metric, x, smooth_n, labels, title):
         if x == "step" and len(runs) > 1:  # seeds: mean and +-1 std (population, ddof 0) over the common steps
             ys = pd.concat([smooth(r, smooth_n) for r in runs], axis=1, join="inner")  # (steps, seeds)
             mean, std = ys.mean(axis=1), ys.std(axis=1, ddof=0)
-            (line,) = ax.plot(ys.index, mean, label=f"{name} (mean of {len(runs)} seeds)")
+            n = ys.shape[1]  # the seeds that went into the mean: one column per CSV
+            (line,) = ax.plot(ys.index, mean, label=f"{name}: mean of {n} seeds, band: ±1 std")
             ax.fill_between(ys.index, mean - std, mean + std, alpha=0.2, color=line.get_color())
         else:  # one run, or seeds against another x (their x values differ): one colour per group
             color = None

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY, run
 
+import view
 from grpo import group_advantages
 from model import GPT, CharTokenizer, GPTConfig
 from utils.ckpt import load_checkpoint
@@ -166,26 +167,43 @@ class Page(HTMLParser):
     def __init__(self):
         super().__init__()
         self.stack, self.attrs, self.prompts, self.heads, self.titles = [], [], [], [], []
+        self.tokens, self.rows, self.captions, self.texts = [], [], [], []  # .tk text, prompt rows, figcaptions
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         self.attrs.append((tag, a))
-        if tag not in ("input", "br", "rect", "circle", "meta"):
-            self.stack.append(a.get("class", ""))
+        if tag not in ("input", "br", "rect", "circle", "meta", "line"):
+            self.stack.append(a.get("class", "") if tag != "figcaption" else "figcaption")
             if a.get("class") == "m":
                 self.heads.append("")
+            if a.get("class") == "tk":
+                self.tokens.append("")
+            if a.get("class") == "row":
+                self.rows.append({"prompt": a["data-prompt"], "prompts": [], "who": []})
+            if tag == "figcaption":
+                self.captions.append("")
             if tag == "span" and "title" in a and "logp=" in a["title"]:
                 self.titles.append(a["title"])
 
     def handle_endtag(self, tag):
-        if tag not in ("input", "br", "rect", "circle", "meta"):
+        if tag not in ("input", "br", "rect", "circle", "meta", "line"):
             self.stack.pop()
 
     def handle_data(self, data):
         if self.stack and self.stack[-1] == "pr":
             self.prompts.append(data)
+            if "row" in self.stack:
+                self.rows[-1]["prompts"].append(data)
+        if self.stack and self.stack[-1] == "who" and "row" in self.stack:
+            self.rows[-1]["who"].append(data)
         if "m" in self.stack:
             self.heads[-1] += data
+        if "tk" in self.stack:
+            self.tokens[-1] += data
+        if "figcaption" in self.stack:
+            self.captions[-1] += data
+        if "cmd" not in self.stack:  # the command line is the user's, as typed
+            self.texts.append(data)
 
 
 def parse(path):
@@ -217,7 +235,8 @@ def test_page_holds_every_group(runs, tmp_path):
         for g in rec["groups"]:
             want_prompts.append(g["prompt"])
             for c in sorted(g["completions"], key=lambda c: -c["reward"]):
-                want_heads.append((f"r {c['reward']:+.3f}", f"A {c['advantage']:+.3f}"))
+                a = f"{c['advantage']:+.3f}".replace("-0.000", "+0.000")  # an all-equal group's 0, not -0.000
+                want_heads.append((f"r {c['reward']:+.3f}", f"A {a}"))
     assert page.prompts == want_prompts
     assert [(h.split(" (")[0], "A " + h.split(" A ")[1].split()[0]) for h in page.heads] == want_heads
     assert len(page.titles) == sum(sum(c["mask"]) for r in recs for c in completions(r))
@@ -346,9 +365,10 @@ def test_wandb_sends_rows_and_tables(sft_dir, tmp_path):
         assert set(logs[-1]["keys"]) <= set(header) and "mean_r" in logs[-1]["keys"]
 
 
-def test_environment_and_padding_tokens_drawn_apart(runs, tmp_path):
-    """Tokens the environment wrote (env_mask 1) get the env style and no policy colour; the tokens after the
-    end token are one struck span per completion that has them, with no numbers."""
+def test_environment_tokens_drawn_apart_and_padding_not_drawn(runs, tmp_path):
+    """Tokens the environment wrote (env_mask 1) get the env style and no policy colour; the positions after
+    the end token (padding, the pad id) are not drawn at all: each completion's tokens read its text, the end
+    token included, and no more (fails if the padding comes back as a row of struck '|' glyphs)."""
     rec = lines(runs["a"] / "g_rollouts.jsonl")[0]
     c0 = rec["groups"][0]["completions"][0]
     c0["env_mask"] = [1, 1] + [0] * (len(c0["mask"]) - 2)
@@ -359,5 +379,139 @@ def test_environment_and_padding_tokens_drawn_apart(runs, tmp_path):
     page = parse(tmp_path / "e.html")
     spans = [a for tag, a in page.attrs if tag == "span" and "title" in a]
     assert sum(a["class"] == "env" for a in spans) == 2
-    padded = sum(0 in c["mask"] for c in completions(rec))
-    assert padded > 0 and sum(a["class"] == "pad" for a in spans) == padded
+    cs = completions(rec)
+    assert any(0 in c["mask"] for c in cs)  # some completion is padded, so the test can fail
+    want = ["".join(view.show_piece(p) for p in c["pieces"][: sum(c["mask"])]) for c in cs]
+    assert sorted(page.tokens) == sorted(want)
+    assert not any(a.get("class") == "pad" for _tag, a in page.attrs)
+
+
+def sig_digits(s):
+    """Significant digits of a decimal as printed: 0.30000000000000004 -> 17, 0.0750 -> 2, 1.1e-05 -> 2."""
+    mantissa = s.lower().split("e")[0].lstrip("+-").replace(".", "")
+    return len(mantissa.strip("0"))
+
+
+def test_numbers_rounded_everywhere(runs, tmp_path):
+    """Every decimal the page prints (summary, flags, headers, reward parts, tooltips, axis labels) has at most
+    4 significant digits, the float noise of a real summary (eval_r 0.5739999999999991, as the default run
+    logs it) and of the file included: fails if one place prints a raw float again."""
+    rec = lines(runs["a"] / "g_rollouts.jsonl")[0]
+    c = rec["groups"][0]["completions"][0]
+    c["reward"], c["parts"]["exact"] = 0.30000000000000004, 0.30000000000000004
+    c["logp"][0], c["entropy"][0] = -0.123456789123, 0.987654321
+    rec["config"]["lr"] = 0.30000000000000004
+    shutil.copy(runs["a"] / "g.csv", tmp_path / "n.csv")
+    (tmp_path / "n_rollouts.jsonl").write_text(json.dumps(rec) + "\n")
+    summary = {"steps": 3, "final_eval": {"eval_acc": 0.474, "eval_r": 0.5739999999999991}, "time_s": 12.3456789}
+    (tmp_path / "n_summary.json").write_text(json.dumps(summary))
+    p = run("view.py", tmp_path / "n.csv", "-o", tmp_path / "n.html")
+    assert p.returncode == 0, p.stderr
+    page = parse(tmp_path / "n.html")
+    printed = " ".join(page.texts) + " " + " ".join(a.get("title", "") for _tag, a in page.attrs)
+    decimals = re.findall(r"\d*\.\d+(?:e[-+]?\d+)?", printed)
+    assert "0.574" in printed and "lr: 0.3\n" in printed and "12.35" in printed  # the noisy ones, rounded
+    assert len(decimals) > 100
+    assert all(sig_digits(d) <= 4 for d in decimals), [d for d in decimals if sig_digits(d) > 4][:5]
+
+
+def test_ticks_are_round_and_cover_the_data():
+    """view.ticks by hand: steps of 1, 2, 2.5 or 5 x 10^k, labels without float noise, the data inside."""
+    assert view.ticks(0.0, 1.0)[1] == ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]
+    assert view.ticks(0.2398, 1.096)[1] == ["0.2", "0.4", "0.6", "0.8", "1.0", "1.2"]
+    assert view.ticks(-0.015, 0.005)[1] == ["-0.015", "-0.010", "-0.005", "0.000", "0.005"]
+    assert view.ticks(1, 1200, 6, integer=True, extend=False)[1] == ["200", "400", "600", "800", "1000", "1200"]
+    assert view.ticks(0, 60, 6, integer=True, extend=False)[1] == ["0", "10", "20", "30", "40", "50", "60"]
+    for lo, hi in [(9.5e-05, 0.05814), (0.007543, 0.3985), (0.9278, 1.0), (0.3, 0.3), (27, 32), (1e-7, 3e-7)]:
+        vals, labels = view.ticks(lo, hi)
+        assert vals[0] <= lo and vals[-1] >= hi and len(vals) >= 2
+        assert len(set(labels)) == len(labels) and all(sig_digits(s) <= 3 for s in labels), labels
+
+
+def test_panel_labels_inside_and_enough_ticks():
+    """Every label of a curve panel lies inside the SVG (at 6.5 px a character of a 10 px font, DejaVu Sans'
+    digits take 6.4), with at least 4 y ticks and 3 x ticks: fails on the old panel, whose 46 px margin cut
+    '0.007543' and '9.5e-05' off and which had 2 ticks an axis."""
+    df = pd.DataFrame({"step": range(0, 1201), "a": [9.5e-05 + i * 4.8e-05 for i in range(1201)]})
+    df["b"] = 0.007543 + df["step"] / 1200 * 0.391
+    run_ = {"label": "x", "df": df}
+    for col in ("a", "b"):
+        svg = view.panel([run_], col)
+        w = float(re.search(r'width="(\d+)"', svg).group(1))
+        texts = re.findall(r'<text x="([\d.]+)" y="[\d.]+" class="(\w+)[^"]*">([^<]*)</text>', svg)
+        ylab = [(float(x), s) for x, cls, s in texts if cls == "l"]
+        xlab = [(float(x), s) for x, cls, s in texts if cls == "b" and s != "step"]
+        assert len(ylab) >= 4 and len(xlab) >= 3, texts
+        for x, s in ylab:  # right-aligned at x
+            assert x - 6.5 * len(s) >= 0, (col, x, s)
+        for x, s in xlab:  # centred at x
+            assert x - 3.25 * len(s) >= 0 and x + 3.25 * len(s) <= w, (col, x, s)
+        assert "<figcaption>" in svg.split("</svg>")[1]
+
+
+def test_captions_and_headings(runs, tmp_path):
+    """Every curve panel has a caption saying what its column is (none falls back to the generic line for the
+    drivers' own columns, GRPO's and PPO's), the panels sit under headings, and each colour mode has its own
+    one-line caption beside its key."""
+    out = tmp_path / "cap.html"
+    p = run("view.py", runs["a"] / "g.csv", runs["ppo"] / "p.csv", "-o", out)
+    assert p.returncode == 0, p.stderr
+    text = out.read_text()
+    page = parse(out)
+    n_svg = text.count('<svg class="c"')
+    assert n_svg > 10 and len(page.captions) == n_svg and text.count('<figure class="pn">') == n_svg
+    assert all(len(c) > 30 and "column against step" not in c for c in page.captions), page.captions
+    assert len(set(page.captions)) == n_svg  # one per column, not one line for all
+    headings = re.findall(r'<h3 class="sec">([^<]+)</h3>', text)
+    assert len(headings) >= 3 and "Reward and accuracy" in headings
+    for q in view.QUANTITIES:
+        key = text.split(f'<span class="key k-{q}">')[1].split('<span class="key')[0]
+        assert html.escape(view.MODE_CAPTIONS[q]) in key
+
+
+def test_groups_matched_by_prompt(runs, tmp_path):
+    """GRPO beside PPO: the PPO file lists its groups in the reverse order and lacks one of them, yet each
+    prompt's GRPO group and PPO group sit in one row (GRPO first), and the prompt PPO lacks gets a row with an
+    empty PPO cell: fails if the groups are laid out in each file's own order."""
+    g_recs = lines(runs["a"] / "g_rollouts.jsonl")
+    p_recs = lines(runs["ppo"] / "p_rollouts.jsonl")
+    for rec in p_recs:
+        rec["groups"] = rec["groups"][::-1][:-1]  # reversed, and the GRPO file's first prompt dropped
+    shutil.copy(runs["ppo"] / "p.csv", tmp_path / "p.csv")
+    (tmp_path / "p_rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in p_recs))
+    out = tmp_path / "rows.html"
+    p = run("view.py", runs["a"] / "g.csv", tmp_path / "p.csv", "-o", out)
+    assert p.returncode == 0, p.stderr
+    page = parse(out)
+    want = []  # per step, every GRPO prompt; the PPO file holds all but the first
+    for g_rec, p_rec in zip(g_recs, p_recs, strict=True):
+        gp, pp = [g["prompt"] for g in g_rec["groups"]], [g["prompt"] for g in p_rec["groups"]]
+        assert sorted(pp) == sorted(gp[1:]) and pp != gp[1:]  # same prompts (same seed), another order
+        want += [(q, 2 if q in pp else 1) for q in gp]
+    assert [(r["prompt"], len(r["prompts"])) for r in page.rows] == want
+    for r in page.rows:
+        assert set(r["prompts"]) == {r["prompt"]}
+        assert r["who"][0] == "g (grpo)" and r["who"][1] == "p (ppo)"
+
+
+def test_plot_band_legend_names_the_seed_count(tmp_path):
+    """plot.py: a seed group's legend entry says it is the mean with a +-1 std band and how many seeds went in
+    (3 and 2 here, not a fixed number); the band is mean +- the population std, by hand."""
+    import matplotlib.pyplot as plt
+
+    from plot import draw, group_runs, load
+
+    paths = []
+    for name, vals in (("a", [1.0, 2.0, 3.0]), ("b", [5.0, 7.0])):
+        for k, v in enumerate(vals, 1):
+            f = tmp_path / f"{name}_seed{k}.csv"
+            f.write_text(f"step,mean_r\n1,{v}\n2,{v + 1}\n")
+            paths.append(str(f))
+    fig, ax = plt.subplots()
+    draw(ax, {p: load(p) for p in paths}, group_runs(paths), "mean_r", "step", 1, None, None)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["a: mean of 3 seeds, band: ±1 std", "b: mean of 2 seeds, band: ±1 std"]
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    sd = (2 / 3) ** 0.5  # std of 1, 2, 3 with ddof 0
+    assert min(band) == pytest.approx(2 - sd) and max(band) == pytest.approx(3 + sd)
+    plt.close(fig)
