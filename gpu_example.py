@@ -36,7 +36,7 @@ import torch
 from bench import PhaseTimer, peak_flops
 from grpo import completion_mask, entropy_from_logits, group_advantages, grpo_loss
 from model import CharTokenizer, GPTConfig, completion_logprobs
-from utils.common import at_least, pick_device, positive
+from utils.common import HelpFormatter, at_least, pick_device, positive
 from utils.sft import sft_train
 from utils.tasks import TASKS, total_reward
 
@@ -47,7 +47,7 @@ SIZES = {"tiny": (2, 2, 64), "small": (4, 4, 128), "medium": (6, 6, 384), "gpt2"
 # -----------------------------------------------------------------------------
 # config
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[1], formatter_class=HelpFormatter)
 parser.add_argument(
     "--device",
     choices=["auto", "cuda", "cpu"],
