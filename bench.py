@@ -69,7 +69,7 @@ from model import GPT, CharTokenizer, GPTConfig, ValueModel, completion_logprobs
 from ppo import gae, masked_whiten, per_token_rewards, ppo_loss
 from tasks import total_reward
 from tasks.shakespeare import ShakespeareTask
-from utils.common import at_least, pick_device
+from utils.common import HelpFormatter, at_least, pick_device
 
 # bf16 dense peak FLOP/s (no sparsity) from NVIDIA's datasheets, matched against the device name
 PEAK_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("A100", 312e12)]
@@ -588,7 +588,7 @@ def max_rel_diff(a, b):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1], formatter_class=HelpFormatter)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run")
     parser.add_argument("--n-layer", type=at_least(1), default=4, help="transformer blocks of the bench model")
     parser.add_argument("--n-embd", type=at_least(1), default=128, help="width of the bench model")
@@ -599,7 +599,12 @@ def main():
     parser.add_argument("--group-size", type=at_least(2), default=8, help="bench model's GRPO/PPO step: group size G")
     parser.add_argument("--max-new-tokens", type=at_least(1), default=32, help="bench model's GRPO/PPO step: T")
     parser.add_argument("--repeats", type=at_least(1), default=2, help="timed calls per figure (the best is kept)")
-    parser.add_argument("--matmul-n", type=at_least(1), default=None, help="size of the reference fp32 matmul")
+    parser.add_argument(
+        "--matmul-n",
+        type=at_least(1),
+        default=None,
+        help="size of the reference fp32 matmul (default: 8192 on CUDA, 2048 on CPU, 128 with --quick)",
+    )
     parser.add_argument("--seed", type=int, default=1337, help="random seed (models, prompts, sampling)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and lengths: seconds, for tests")
     parser.add_argument("--out", default=None, help="also write the tables to this markdown file")

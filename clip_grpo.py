@@ -74,7 +74,7 @@ from PIL import Image, ImageDraw
 
 from grpo import entropy_from_logits, group_advantages, grpo_loss
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from utils.common import at_least, fail, fraction, is_finite, lr_at, pick_device, positive
+from utils.common import HelpFormatter, at_least, fail, fraction, is_finite, lr_at, pick_device, positive
 from utils.metrics import CSVLogger
 
 # -----------------------------------------------------------------------------
@@ -148,7 +148,7 @@ COLUMNS = [
 parser = argparse.ArgumentParser(
     prog="clip_grpo.py",
     description="GRPO fine-tuning of CLIP for image classification",
-    formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    formatter_class=HelpFormatter,
 )
 parser.add_argument(
     "--model-name",
@@ -161,8 +161,12 @@ parser.add_argument(
 parser.add_argument(
     "--data-dir", default="data", help="cifar100: holds cifar-100-python/; imagenet: holds train/ and val/"
 )
-parser.add_argument("--max-train-images", type=at_least(1), default=None, help="use only the first k training images")
-parser.add_argument("--max-eval-images", type=at_least(1), default=None, help="use only the first k held-out images")
+parser.add_argument(
+    "--max-train-images", type=at_least(1), default=None, help="use only the first k training images (default: all)"
+)
+parser.add_argument(
+    "--max-eval-images", type=at_least(1), default=None, help="use only the first k held-out images (default: all)"
+)
 parser.add_argument("--templates", nargs="+", default=TEMPLATES, help="prompt templates, {} is the class name")
 parser.add_argument("--epochs", type=at_least(1), default=10, help="passes over the training images")
 parser.add_argument("--batch-size", type=at_least(1), default=64, help="images per step (B)")
@@ -206,9 +210,8 @@ parser.add_argument("--log", default="logs/clip_grpo.csv", help="metrics CSV")
 parser.add_argument(
     "--save-model", action="store_true", help="save the policy (LoRA merged) to <out-dir>/clip_grpo_model"
 )
-parser.add_argument(
-    "--debug-nan-steps", type=int, nargs="*", default=[], help="fault injection for tests: NaN loss at these steps"
-)
+# fault injection for the tests (tests/test_clip.py): a NaN loss at these steps; hidden from --help
+parser.add_argument("--debug-nan-steps", type=int, nargs="*", default=[], help=argparse.SUPPRESS)
 
 
 class DataError(Exception):

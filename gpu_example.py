@@ -37,7 +37,7 @@ from bench import PhaseTimer, peak_flops
 from grpo import completion_mask, entropy_from_logits, group_advantages, grpo_loss
 from model import CharTokenizer, GPTConfig, completion_logprobs
 from tasks import TASKS, total_reward
-from utils.common import at_least, pick_device, positive
+from utils.common import HelpFormatter, at_least, pick_device, positive
 from utils.sft import sft_train
 
 # n_layer, n_head, n_embd; "gpt2" is GPT-2 small's shape (85M parameters without GPT-2's 50257-token
@@ -47,7 +47,7 @@ SIZES = {"tiny": (2, 2, 64), "small": (4, 4, 128), "medium": (6, 6, 384), "gpt2"
 # -----------------------------------------------------------------------------
 # config
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[1], formatter_class=HelpFormatter)
 parser.add_argument(
     "--device",
     choices=["auto", "cuda", "cpu"],

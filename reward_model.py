@@ -54,7 +54,7 @@ from model import END, GPT, CharTokenizer, GPTConfig
 from simple_example import DEFAULT_PAIRS, add_data_args, generate_data
 from tasks.shakespeare import ShakespeareTask, gold_score, lexicon_reward
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from utils.common import at_least, fail, is_finite, pick_device, positive
+from utils.common import HelpFormatter, at_least, fail, is_finite, pick_device, positive
 from utils.metrics import CSVLogger
 from utils.sft import add_model_args, check_model_config, load_or_train_sft, model_config
 
@@ -431,7 +431,7 @@ def setup_rewards(task, args, device, master=True, log=print):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description="A learned reward model: a GPT with a scalar head, fit to pairwise preferences (Bradley-Terry loss).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_rm_args(parser)
     parser.add_argument("--out", default=None, help="where to save the reward model (default <out-dir>/rm.pth)")

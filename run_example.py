@@ -57,6 +57,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from plot import plot_curves
 from tasks import TASKS
+from utils.common import HelpFormatter
 from utils.metrics import read_csv
 from view import write_page
 
@@ -180,7 +181,7 @@ def state_mib(memory):
 def main():
     parser = argparse.ArgumentParser(
         description="SFT -> reward model -> GRPO -> PPO, plots and a results table, in one command.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--seeds", type=int, default=1, help="seeds per method for the GRPO-vs-PPO comparison")
     parser.add_argument("--full", action="store_true", help="full-length runs (the committed results), not shortened")

@@ -50,7 +50,7 @@ import torch
 from tasks import DATA_DIR
 from tasks.shakespeare import ShakespeareTask, gold_score
 from utils.ckpt import CheckpointError
-from utils.common import at_least, fail, pick_device, positive
+from utils.common import HelpFormatter, at_least, fail, pick_device, positive
 from utils.sft import add_model_args, load_or_train_sft
 
 DEFAULT_PAIRS = os.path.join(DATA_DIR, "prefs.jsonl")
@@ -173,7 +173,7 @@ def generate_data(policy, tok, task, args, device, log=print):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description="Preference data for the reward model: pairs of SFT completions of Shakespeare prompts, labelled by a noisy rule.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_data_args(parser)
     parser.add_argument(

@@ -55,10 +55,12 @@ from reward_model import DivergedError, add_rm_args, setup_rewards
 from tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward, trigger_id
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import (
+    HelpFormatter,
     add_run_args,
     at_least,
     compute_cleanup,
     compute_init,
+    console,
     fail,
     is_finite,
     lr_at,
@@ -91,108 +93,124 @@ TOP_K_REFUSED = (
 # config
 
 parser = argparse.ArgumentParser(
-    description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    usage="%(prog)s [flags]", description=__doc__.split("\n")[1], formatter_class=HelpFormatter
 )
-add_task_args(parser)
-parser.add_argument(
+task_args = parser.add_argument_group("task")
+grpo_args = parser.add_argument_group("GRPO (grpo.py: the loss and its variants)")
+rollout_args = parser.add_argument_group("rollout")
+optim_args = parser.add_argument_group("optimizer")
+model_args = parser.add_argument_group("model (the starting policy; its SFT when --init-from scratch)")
+memory_args = parser.add_argument_group("memory (docs/memory.md: the same gradients in less memory)")
+log_args = parser.add_argument_group("logging and evaluation")
+run_args = parser.add_argument_group("checkpoint and run")
+device_args = parser.add_argument_group("device (DDP: launch with torchrun, no flag)")
+rm_args = parser.add_argument_group(
+    "reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)"
+)
+add_task_args(task_args)
+grpo_args.add_argument(
     "--steps",
     type=at_least(1),
     default=None,
     help="GRPO optimizer steps (default: the task's rl_steps, arithmetic 1200, shakespeare 100)",
 )
-parser.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), over all ranks")
-parser.add_argument("--group-size", type=at_least(2), default=8, help="completions per prompt (G)")
-parser.add_argument("--num-iterations", type=at_least(1), default=1, help="updates per rollout (mu)")
-parser.add_argument("--lr", type=positive(), default=3e-4, help="learning rate (Adam)")
-parser.add_argument("--beta", type=float, default=0.04, help="weight of the k3 KL penalty to pi_ref")
-parser.add_argument(
+grpo_args.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), over all ranks")
+grpo_args.add_argument("--group-size", type=at_least(2), default=8, help="completions per prompt (G)")
+grpo_args.add_argument("--num-iterations", type=at_least(1), default=1, help="updates per rollout (mu)")
+grpo_args.add_argument("--beta", type=float, default=0.04, help="weight of the k3 KL penalty to pi_ref")
+grpo_args.add_argument(
     "--clip-eps",
     type=positive(),
     default=None,
-    help="PPO clip range (both sides); default 0.2, or 3e-4 with --importance-level sequence (GSPO)",
+    help="PPO clip range (both sides); default: 0.2, or 3e-4 with --importance-level sequence (GSPO)",
 )
-parser.add_argument(
+grpo_args.add_argument(
     "--clip-eps-high",
     type=positive(),
     default=None,
-    help="upper clip (DAPO clip-higher); default --clip-eps if given, else 0.2, or 4e-4 per sequence (GSPO)",
+    help="upper clip (DAPO clip-higher); default: --clip-eps if given, else 0.2, or 4e-4 per sequence (GSPO)",
 )
-parser.add_argument(
+grpo_args.add_argument(
     "--loss-type",
     choices=["grpo", "bnpo", "dapo", "dr_grpo", "cispo"],
     default="grpo",
     help="token aggregation, or cispo (MiniMax-M1's clipped-weight REINFORCE, token-normalised), see grpo.py",
 )
-parser.add_argument(
+grpo_args.add_argument(
     "--importance-level",
     choices=["token", "sequence"],
     default="token",
     help="importance ratio per token (GRPO) or one per completion (GSPO), see grpo.py",
 )
-parser.add_argument(
+grpo_args.add_argument(
     "--cispo-eps-max", type=positive(), default=5.0, help="--loss-type cispo: cap on the importance weight"
 )
-parser.add_argument(
-    "--delta", type=positive(), default=None, help="two-sided clip (INTELLECT-2): cap on the ratio, > 1 + upper clip"
+grpo_args.add_argument(
+    "--delta",
+    type=positive(),
+    default=None,
+    help="two-sided clip (INTELLECT-2): cap on the ratio, > 1 + upper clip (default: no cap)",
 )
-parser.add_argument(
+grpo_args.add_argument(
     "--mask-truncated",
     action="store_true",
     help="DAPO overlong filtering: completions with no end token leave the loss",
 )
-parser.add_argument(
+grpo_args.add_argument(
     "--top-entropy-quantile",
     type=float,
     default=1.0,
     help="policy gradient only on this top fraction of tokens by entropy (Wang et al. 2025: 0.2); 1 = all",
 )
-parser.add_argument(
+grpo_args.add_argument(
     "--entropy-coef", type=float, default=0.0, help="weight of an entropy bonus (true entropy) subtracted from the loss"
 )
-parser.add_argument(
+grpo_args.add_argument(
     "--tool-cost",
     type=float,
     default=0.0,
     help="reward charged per tool call (a task with a tool: the trigger characters of the completion), logged as "
     "r_tool_cost; held-out eval_r stays the task's reward",
 )
-parser.add_argument(
+grpo_args.add_argument(
     "--scale", choices=["group", "batch", "none"], default="group", help="advantage std normalisation, see grpo.py"
 )
-parser.add_argument("--temperature", type=positive(), default=1.0, help="sampling temperature (log-probs use the same)")
+rollout_args.add_argument(
+    "--temperature", type=positive(), default=1.0, help="sampling temperature (log-probs use the same)"
+)
 parser.add_argument("--top-k", type=int, default=None, help=argparse.SUPPRESS)  # refused below, with the reason
-parser.add_argument(
+rollout_args.add_argument(
     "--max-new-tokens", type=at_least(1), default=None, help="completion length cap (default: the task's)"
 )
-parser.add_argument(
+rollout_args.add_argument(
     "--dynamic-sampling", action="store_true", help="DAPO: drop groups with all-equal rewards, sample more"
 )
-parser.add_argument(
+rollout_args.add_argument(
     "--max-resample", type=at_least(1), default=4, help="dynamic sampling: most extra rollouts per step"
 )
-parser.add_argument("--grad-clip", type=positive(), default=1.0, help="clip the gradient's total 2-norm to this")
-parser.add_argument(
+optim_args.add_argument("--lr", type=positive(), default=3e-4, help="learning rate (Adam)")
+optim_args.add_argument("--grad-clip", type=positive(), default=1.0, help="clip the gradient's total 2-norm to this")
+memory_args.add_argument(
     "--micro-batch-size",
     type=at_least(1),
     default=None,
     help="completions per forward/backward on each rank, gradients accumulated to exactly the whole batch's "
-    "(docs/memory.md); default: the rank's whole batch at once",
+    "(default: the rank's whole batch at once)",
 )
-parser.add_argument(
+memory_args.add_argument(
     "--logits-chunk-size",
     type=at_least(1),
     default=None,
     help="completion positions per chunk of the output layer in the training-time log-probs: never holds the "
-    "(N, T, V) logits, backward recomputes each chunk's (docs/memory.md); default: all positions at once",
+    "(N, T, V) logits, backward recomputes each chunk's (default: all positions at once)",
 )
-add_run_args(parser, "grpo", torchrun=True)
-add_rollout_args(parser)
-parser.add_argument("--debug-trace", default=None, help="tests: save per-update diagnostics and gradients here")
-add_init_args(parser)
-add_model_args(parser)
-add_rm_args(
-    parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)")
-)
+add_run_args(parser, "grpo", torchrun=True, schedule=optim_args, logs=log_args, run=run_args, device=device_args)
+add_rollout_args(log_args)
+# tests only (tests/test_logged_numbers.py): save per-update diagnostics and gradients to this file
+parser.add_argument("--debug-trace", default=None, help=argparse.SUPPRESS)
+add_init_args(model_args)
+add_model_args(model_args)
+add_rm_args(rm_args)
 args = parser.parse_args()
 if args.top_k is not None:  # the loss needs log-probs of the distribution the tokens were sampled from
     parser.error(TOP_K_REFUSED)
@@ -290,7 +308,7 @@ def evaluate(model):
 
 sft_eval = evaluate(ref) if master else {}  # pi_ref is the SFT policy, also after --resume
 start = "SFT policy" if args.init_from == "scratch" else "starting policy"
-print0(f"{start} ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")
+print0(f"{start} ({policy.num_params() / 1e6:.2f}M params) held-out: {console(sft_eval)}")
 train_model = torch.compile(policy) if args.compile else policy
 if ddp:
     train_model = DDP(train_model, device_ids=[local_rank] if device_type == "cuda" else None)
@@ -650,9 +668,12 @@ for step in pbar:
         logger.log(row)
         if wandb:
             wandb.log({k: v for k, v in row.items() if v != ""}, step=step)
-        short = {k: f"{row[k]:.3f}" for k in ("mean_r", "kl", "entropy") if isinstance(row[k], float)}
+        # the console rounds to 3 significant digits (the loss to 4); the CSV keeps every digit
+        short = {k: console(row[k]) for k in ("mean_r", "kl", "entropy") if isinstance(row[k], float)}
+        if isinstance(row["loss"], float):
+            short["loss"] = console(row["loss"], 4)
         if "eval_acc" in row:
-            short["acc"] = f"{row['eval_acc']:.3f}"
+            short["acc"] = console(row["eval_acc"])
         pbar.set_postfix(short)
         if args.no_progress and (step % args.eval_every == 0 or step == args.steps):
             print(f"step {step}: " + " ".join(f"{k} {v}" for k, v in short.items()), flush=True)
@@ -696,6 +717,9 @@ if master:
         json.dump(summary, f, indent=1)
     if wandb:
         wandb.finish()
-    print(f"held-out {task.name}: SFT {sft_eval} -> GRPO {final_eval} in {summary['grpo_time_s']}s; log {args.log}")
+    print(
+        f"held-out {task.name}: SFT {console(sft_eval)} -> GRPO {console(final_eval)} in {summary['grpo_time_s']}s; "
+        f"log {args.log}"
+    )
 train_model = None  # the DDP wrapper holds the process group: let compute_cleanup free it
 compute_cleanup(ddp)

@@ -71,7 +71,18 @@ from ppo import explained_variance, gae, masked_mean, masked_whiten, per_token_r
 from reward_model import DivergedError, add_rm_args, setup_rewards
 from tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from utils.common import add_run_args, at_least, fail, is_finite, lr_at, memory_stats, pick_device, positive
+from utils.common import (
+    HelpFormatter,
+    add_run_args,
+    at_least,
+    console,
+    fail,
+    is_finite,
+    lr_at,
+    memory_stats,
+    pick_device,
+    positive,
+)
 from utils.init_from import InitError
 from utils.metrics import BASE_COLUMNS, CSVLogger, write_samples
 from utils.rollouts import (
@@ -90,20 +101,31 @@ from utils.sft import add_init_args, add_model_args, check_model_config, load_po
 # config
 
 parser = argparse.ArgumentParser(
-    description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    usage="%(prog)s [flags]", description=__doc__.split("\n")[1], formatter_class=HelpFormatter
 )
-add_task_args(parser)
-parser.add_argument(
+task_args = parser.add_argument_group("task")
+ppo_args = parser.add_argument_group("PPO (ppo.py: the loss, GAE and the value model)")
+rollout_args = parser.add_argument_group("rollout")
+optim_args = parser.add_argument_group("optimizer")
+model_args = parser.add_argument_group("model (the starting policy; its SFT when --init-from scratch)")
+log_args = parser.add_argument_group("logging and evaluation")
+run_args = parser.add_argument_group("checkpoint and run")
+device_args = parser.add_argument_group("device")
+rm_args = parser.add_argument_group(
+    "reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)"
+)
+add_task_args(task_args)
+ppo_args.add_argument(
     "--steps",
     type=at_least(1),
     default=None,
-    help="PPO steps (rollouts); keep equal to GRPO's (default: the task's, arithmetic 1200, shakespeare 100)",
+    help="PPO steps (rollouts); keep equal to GRPO's (default: the task's rl_steps, arithmetic 1200, shakespeare 100)",
 )
-parser.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), as in train_grpo.py")
-parser.add_argument(
+ppo_args.add_argument("--batch-size", type=at_least(1), default=32, help="prompts per step (B), as in train_grpo.py")
+ppo_args.add_argument(
     "--group-size", type=at_least(1), default=8, help="completions sampled per prompt (G): B*G samples per step"
 )
-parser.add_argument(
+ppo_args.add_argument(
     "--update-epochs",
     "--num-iterations",
     dest="update_epochs",
@@ -111,33 +133,35 @@ parser.add_argument(
     default=2,
     help="passes over each rollout (cleanrl's update_epochs; GRPO's --num-iterations, mu)",
 )
-parser.add_argument(
+ppo_args.add_argument(
     "--num-minibatches", type=at_least(1), default=2, help="minibatches per pass; must divide B*G completions"
 )
-parser.add_argument("--lr", type=positive(), default=1e-4, help="policy learning rate (Adam)")
-parser.add_argument("--value-lr", type=positive(), default=3e-4, help="value model learning rate (Adam)")
-parser.add_argument("--kl-coef", type=float, default=0.05, help="per-token KL penalty in the reward (k1, InstructGPT)")
-parser.add_argument("--gamma", type=float, default=1.0, help="discount factor (1: undiscounted, as in RLHF)")
-parser.add_argument(
+ppo_args.add_argument(
+    "--kl-coef", type=float, default=0.05, help="per-token KL penalty in the reward (k1, InstructGPT)"
+)
+ppo_args.add_argument("--gamma", type=float, default=1.0, help="discount factor (1: undiscounted, as in RLHF)")
+ppo_args.add_argument(
     "--gae-lambda", type=float, default=0.95, help="GAE lambda; --gamma 1 --gae-lambda 1 is the MC return"
 )
-parser.add_argument("--clip-eps", type=positive(), default=0.2, help="PPO clip range of the policy ratio")
-parser.add_argument("--clip-value", type=positive(), default=0.2, help="value clip: V may move this far per rollout")
-parser.add_argument("--vf-coef", type=positive(), default=0.1, help="weight of the value loss in the total loss")
-parser.add_argument("--no-whiten", action="store_true", help="do not whiten the advantages over the batch")
-parser.add_argument("--temperature", type=positive(), default=1.0, help="sampling temperature (log-probs use the same)")
+ppo_args.add_argument("--clip-eps", type=positive(), default=0.2, help="PPO clip range of the policy ratio")
+ppo_args.add_argument("--clip-value", type=positive(), default=0.2, help="value clip: V may move this far per rollout")
+ppo_args.add_argument("--vf-coef", type=positive(), default=0.1, help="weight of the value loss in the total loss")
+ppo_args.add_argument("--no-whiten", action="store_true", help="do not whiten the advantages over the batch")
+rollout_args.add_argument(
+    "--temperature", type=positive(), default=1.0, help="sampling temperature (log-probs use the same)"
+)
 parser.add_argument("--top-k", type=int, default=None, help=argparse.SUPPRESS)  # refused below, with the reason
-parser.add_argument(
+rollout_args.add_argument(
     "--max-new-tokens", type=at_least(1), default=None, help="completion length cap (default: the task's)"
 )
-parser.add_argument("--grad-clip", type=positive(), default=1.0, help="clip each model's gradient 2-norm to this")
-add_run_args(parser, "ppo")
-add_rollout_args(parser)
-add_init_args(parser)
-add_model_args(parser)
-add_rm_args(
-    parser.add_argument_group("reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)")
-)
+optim_args.add_argument("--lr", type=positive(), default=1e-4, help="policy learning rate (Adam)")
+optim_args.add_argument("--value-lr", type=positive(), default=3e-4, help="value model learning rate (Adam)")
+optim_args.add_argument("--grad-clip", type=positive(), default=1.0, help="clip each model's gradient 2-norm to this")
+add_run_args(parser, "ppo", schedule=optim_args, logs=log_args, run=run_args, device=device_args)
+add_rollout_args(log_args)
+add_init_args(model_args)
+add_model_args(model_args)
+add_rm_args(rm_args)
 args = parser.parse_args()
 if args.top_k is not None:  # the same reason as train_grpo.py's
     parser.error(
@@ -225,7 +249,7 @@ if args.resume:
 
 sft_eval = task.evaluate(ref, tok, device)  # pi_ref is the SFT policy, also after --resume
 start = "SFT policy" if args.init_from == "scratch" else "starting policy"
-print(f"{start} ({policy.num_params() / 1e6:.2f}M params) held-out: {sft_eval}")
+print(f"{start} ({policy.num_params() / 1e6:.2f}M params) held-out: {console(sft_eval)}")
 train_model = torch.compile(policy) if args.compile else policy
 
 try:
@@ -408,9 +432,12 @@ for step in pbar:
     logger.log(row)
     if wandb:
         wandb.log({k: v for k, v in row.items() if v != ""}, step=step)
-    short = {k: f"{row[k]:.3f}" for k in ("mean_r", "kl", "entropy", "explained_var") if isinstance(row[k], float)}
+    # the console rounds to 3 significant digits (the loss to 4); the CSV keeps every digit
+    short = {k: console(row[k]) for k in ("mean_r", "kl", "entropy", "explained_var") if isinstance(row[k], float)}
+    if isinstance(row.get("loss"), float):  # none when every update of the step was skipped
+        short["loss"] = console(row["loss"], 4)
     if "eval_acc" in row:
-        short["acc"] = f"{row['eval_acc']:.3f}"
+        short["acc"] = console(row["eval_acc"])
     pbar.set_postfix(short)
     if args.no_progress and (step % args.eval_every == 0 or step == args.steps):
         print(f"step {step}: " + " ".join(f"{k} {v}" for k, v in short.items()), flush=True)
@@ -457,4 +484,6 @@ with open(os.path.join(args.out_dir, "ppo_summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
 if wandb:
     wandb.finish()
-print(f"held-out {task.name}: SFT {sft_eval} -> PPO {final_eval} in {summary['ppo_time_s']}s; log {args.log}")
+print(
+    f"held-out {task.name}: SFT {console(sft_eval)} -> PPO {console(final_eval)} in {summary['ppo_time_s']}s; log {args.log}"
+)

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,10 @@ def test_arithmetic_smoke(sft_dir):
     assert 0 <= summary["final_eval"]["eval_acc"] <= 1
     assert "--- step 2" in open(sft_dir / "grpo_samples.txt").read()
     assert (sft_dir / "grpo_ckpt.pt").exists()
+    # the console rounds (0.1, not 0.10000000000000088; the CSV keeps every digit): eval lines and summary
+    assert re.search(r"^step 2: mean_r \S+ kl \S+ entropy \S+ loss \S+ acc \S+$", p.stdout, re.M), p.stdout
+    digits = [re.sub(r"\.", "", m).strip("0") for m in re.findall(r"\d+\.\d+", p.stdout)]  # significant
+    assert digits and max(map(len, digits)) <= 4, p.stdout  # 3, the loss 4; float noise has ~17
 
 
 def test_options_smoke(sft_dir):

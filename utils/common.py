@@ -1,5 +1,6 @@
 """Device, DDP and error helpers shared by the drivers (nanoGPT / nanochat style)."""
 
+import argparse
 import gc
 import math
 import os
@@ -67,7 +68,6 @@ def is_finite(x):
 
 def positive(kind=float):
     """argparse type: a number > 0, with a one-line error otherwise."""
-    import argparse
 
     def parse(s):
         try:
@@ -83,7 +83,6 @@ def positive(kind=float):
 
 def at_least(n):
     """argparse type: an int >= n."""
-    import argparse
 
     def parse(s):
         try:
@@ -111,8 +110,6 @@ def lr_at(step, total, peak, warmup_frac, schedule="cosine"):
 
 def fraction(s):
     """argparse type: a float in [0, 1)."""
-    import argparse
-
     try:
         v = float(s)
     except ValueError:
@@ -146,51 +143,72 @@ def memory_stats(device, trainable, frozen=(), optimizers=()):
     return {k: round(v, 2) for k, v in stats.items()}
 
 
-def add_run_args(parser, method, torchrun=False):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help that says each flag's default once: argparse's "(default: X)" unless the help text already
+    names its default in words ("default: the task's rl_steps"), and none for a switch (store_true, off
+    unless given) or a None default, whose meaning the text says (tests/test_help.py checks every driver)."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def console(x, digits=3):
+    """x rounded to `digits` significant digits for the console, never into its integer part (a dict: each
+    float in it): 0.92600000000001 -> 0.926, 1.9824259281 -> 1.98, 0.000123456 -> 0.000123, 1234.56 -> 1235.0.
+    The CSV and the JSON summaries keep full precision."""
+    if isinstance(x, dict):
+        return {k: console(v, digits) for k, v in x.items()}
+    if isinstance(x, float) and math.isfinite(x) and x != 0:
+        return round(x, max(0, digits - 1 - math.floor(math.log10(abs(x)))))
+    return x
+
+
+def add_run_args(parser, method, torchrun=False, schedule=None, logs=None, run=None, device=None):
     """The flags every RL driver shares (train_grpo.py, train_ppo.py): evaluation, checkpoints, faults,
     seed, device, output. `method` names the checkpoint and the default log: <out-dir>/<method>_ckpt.pt,
-    logs/<method>.csv."""
-    parser.add_argument(
+    logs/<method>.csv. schedule (--lr-schedule, --warmup-frac), logs (--eval-every, --log, --no-progress),
+    run (--out-dir, --ckpt-every, --resume, --max-bad-steps, --seed) and device (--device, --compile) are
+    the argument groups of `parser` that show those flags in --help (default: parser itself). The
+    fault-injection flags are hidden from --help (argparse.SUPPRESS) and parse all the same."""
+    schedule, logs, run, device = (g if g is not None else parser for g in (schedule, logs, run, device))
+    schedule.add_argument(
         "--lr-schedule",
         choices=["cosine", "constant"],
         default="cosine",
         help="learning rate over the run: linear warmup then cosine decay to lr/10, or constant",
     )
-    parser.add_argument(
+    schedule.add_argument(
         "--warmup-frac", type=fraction, default=0.05, help="cosine schedule: fraction of the steps with linear warmup"
     )
-    parser.add_argument(
-        "--eval-every", type=at_least(1), default=25, help="held-out evaluation (and samples) every k steps"
-    )
-    parser.add_argument(
-        "--ckpt-every", type=at_least(1), default=50, help=f"write <out-dir>/{method}_ckpt.pt every k steps"
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help=f"continue from <out-dir>/{method}_ckpt.pt, appending to --log"
-    )
-    parser.add_argument(
-        "--max-bad-steps", type=at_least(1), default=3, help="stop after this many NaN/inf steps in a row"
-    )
-    parser.add_argument("--seed", type=int, default=1337, help="random seed (same seed, same CPU: same numbers)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the policy's training forward")
-    parser.add_argument(
+    run.add_argument(
         "--out-dir",
         default=None,
-        help=f"checkpoints: policy.pth (SFT, = pi_ref), {method}_ckpt.pt, rm.pth (default out/<task>)",
+        help=f"checkpoints: policy.pth (SFT, = pi_ref), {method}_ckpt.pt, rm.pth (default: out/<task>)",
     )
+    run.add_argument(
+        "--ckpt-every", type=at_least(1), default=50, help=f"write <out-dir>/{method}_ckpt.pt every k steps"
+    )
+    run.add_argument(
+        "--resume", action="store_true", help=f"continue from <out-dir>/{method}_ckpt.pt, appending to --log"
+    )
+    run.add_argument("--max-bad-steps", type=at_least(1), default=3, help="stop after this many NaN/inf steps in a row")
+    run.add_argument("--seed", type=int, default=1337, help="random seed (same seed, same CPU: same numbers)")
+    device.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run")
+    device.add_argument("--compile", action="store_true", help="torch.compile the policy's training forward")
     note = " (under torchrun spell it --metrics-csv: torchrun takes --log for its own --log-dir)" if torchrun else ""
-    parser.add_argument(
+    logs.add_argument(
         "--log",
         "--metrics-csv",
         dest="log",
         default=f"logs/{method}.csv",
         help=f"metrics CSV, a _samples.txt file goes beside it{note}",
     )
-    parser.add_argument("--no-progress", action="store_true", help="print a line per eval instead of a progress bar")
-    parser.add_argument(
-        "--debug-nan-steps", type=int, nargs="*", default=[], help="fault injection for tests: NaN loss at these steps"
+    logs.add_argument(
+        "--eval-every", type=at_least(1), default=25, help="held-out evaluation (and samples) every k steps"
     )
-    parser.add_argument(
-        "--debug-nan-update", type=int, default=0, help="fault injection: at this update of those steps"
-    )
+    logs.add_argument("--no-progress", action="store_true", help="print a line per eval instead of a progress bar")
+    # fault injection for the tests (tests/test_faults.py): a NaN loss at these steps, at this update of each
+    parser.add_argument("--debug-nan-steps", type=int, nargs="*", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--debug-nan-update", type=int, default=0, help=argparse.SUPPRESS)

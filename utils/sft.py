@@ -22,7 +22,7 @@ import torch.distributed as dist
 from model import GPT, CharTokenizer, GPTConfig
 from tasks import check_scratch
 from utils.ckpt import CheckpointError, load_checkpoint, save_checkpoint
-from utils.common import at_least
+from utils.common import at_least, console
 
 
 def add_model_args(parser):
@@ -134,7 +134,7 @@ def load_or_train_sft(task, args, device, master=True, log=print):
             "info": info,
         }
         save_checkpoint(ck, path)
-        log(f"saved {path}: {info}")
+        log(f"saved {path}: {console(info)}")
     if dist.is_initialized():
         dist.barrier()
     ck = load_checkpoint(path, map_location=device)
@@ -165,5 +165,5 @@ def load_policy(task, args, device, master=True, log=print):
     model, tok, info = load_pretrained(
         args.init_from, needs_eos=getattr(task, "uses_eos", True), meta=args.meta, tokenizer=args.tokenizer
     )
-    log(f"init from {args.init_from}: {info}")
+    log(f"init from {args.init_from}: {console(info)}")
     return model.to(device), tok, info
