@@ -219,7 +219,7 @@ CAPTIONS = {
 }
 
 
-# the held-out accuracy among one kind of completion (eval_acc_<kind>, utils/tasks.py)
+# the held-out accuracy among one kind of completion (eval_acc_<kind>, tasks/chain.py)
 KINDS = {
     "think": "worked (scratchpad) completions",
     "direct": "direct answers (no scratchpad)",
