@@ -67,7 +67,9 @@ for arg in sys.argv[1:]:  # --key=value, cast to the default's type (nothing is 
     try:
         globals()[key] = type(config[key])(value)
     except ValueError:
-        sys.exit(f"nanogrpo.py: --{key} takes {type(config[key]).__name__} values (default {config[key]!r}), not {value!r}")
+        sys.exit(
+            f"nanogrpo.py: --{key} takes {type(config[key]).__name__} values (default {config[key]!r}), not {value!r}"
+        )
 if steps < 1 or batch_size < 1 or group_size < 2 or max_new_tokens < 1 or temperature <= 0:
     sys.exit("nanogrpo.py: need steps >= 1, batch_size >= 1, group_size >= 2, max_new_tokens >= 1, temperature > 0")
 torch.manual_seed(seed)
@@ -132,7 +134,7 @@ if init_from == "scratch":
         opt.step()
         if it % 25 == 0 and accuracy(policy, train[:500]) >= sft_target_acc:
             break
-    print(f"SFT: {it} steps, loss {loss.item():.3f}, {time.time() - t0:.1f}s")
+    print(f"SFT: {it} steps, loss {loss.item():.3f}, {time.time() - t0:.1f}s", flush=True)
     ck = {"model": policy.state_dict(), "model_config": asdict(cfg), "task": "arithmetic", "chars": tok.chars}
     os.makedirs(out_dir, exist_ok=True)
     torch.save(ck, f"{out_dir}/policy.pth")  # train_grpo.py --out-dir out_dir starts from it too
@@ -150,7 +152,7 @@ if P + max_new_tokens > cfg.block_size:
     sys.exit(f"nanogrpo.py: {P} prompt + {max_new_tokens} new tokens exceed the block_size {cfg.block_size}")
 ref = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref: the SFT policy, frozen
 acc_sft = accuracy(policy, heldout)
-print(f"SFT policy ({policy.num_params() / 1e6:.2f}M params): held-out accuracy {acc_sft:.3f}")
+print(f"SFT policy ({policy.num_params() / 1e6:.2f}M params): held-out accuracy {acc_sft:.3f}", flush=True)
 
 # -----------------------------------------------------------------------------
 # GRPO

@@ -35,7 +35,7 @@ def test_same_numbers_as_train_grpo(sft_dir, tmp_path):
     wrong (prompts tiled, not repeated: step 1's grad_norm), another advantage normalisation (scale "none":
     step 1's grad_norm), another normaliser (loss_type "bnpo": step 1's loss), the KL on the wrong side
     (old_logp and ref_logp swapped: step 2's kl), a reference that is the policy itself (kl 0), the log-probs
-    at temperature 1 while sampling at 0.8, no gradient clipping, a constant lr (lr, later steps)."""
+    at temperature 1 while sampling at 0.8, no gradient clipping, a constant lr (step 3)."""
     args = [a for k, v in CONFIG.items() for a in ("--" + k.replace("_", "-"), v)]  # train_grpo.py's spelling
     p = run("train_grpo.py", *args, *TINY, "--out-dir", sft_dir, "--log", sft_dir / "g.csv", "--eval-every", 100,
             "--no-progress")  # fmt: skip
