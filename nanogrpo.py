@@ -10,7 +10,7 @@ arXiv:2402.03300, section 4.1) against a verifiable reward.
 Per step: B prompts x G completions sampled with the KV cache (model.py) -> reward -> group-relative
 advantages (grpo.group_advantages) -> clipped surrogate with a per-token k3 KL penalty to the frozen SFT
 policy (grpo.grpo_loss) -> one Adam step. The task, its split of 500 held-out problems, its reward and
-every random draw are those of `python train_grpo.py` (utils/tasks.py's ArithmeticTask): from the same
+every random draw are those of `python train_grpo.py` (tasks/arithmetic.py's ArithmeticTask): from the same
 policy.pth with the same config both scripts log the same numbers (tests/test_nanogrpo.py checks it).
 What it leaves out, all in train_grpo.py: DDP, micro-batches, mu > 1 updates per rollout (here
 old_logp = logp.detach(), so the ratio is 1 and the clip never acts), the other loss types and advantage
