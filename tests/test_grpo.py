@@ -404,6 +404,20 @@ def test_entropy_bonus_shares_by_hand(loss_type):
 
 
 @pytest.mark.parametrize("loss_type", list(HAND))
+def test_share_of_a_batch_without_real_tokens_is_zero(loss_type):
+    """--mask-truncated can leave a rank (and every micro-batch of it) without a real token: its share is 0 with
+    a zero gradient, never 0/0 = NaN, which would skip the step on every rank. Bug caught: an unclamped count
+    (the rank's tokens for bnpo, the global count for dapo, cispo and the bonus)."""
+    logp = torch.randn(3, 4, requires_grad=True)
+    mask, zero = torch.zeros(3, 4), torch.tensor(0.0)
+    counts = dict(num_completions=5, rank_tokens=zero, num_tokens=zero, world_size=2)
+    loss, _ = grpo_loss(logp, logp.detach() + 0.1, logp.detach(), torch.randn(3), mask, loss_type=loss_type,
+                        entropy=torch.rand(3, 4), entropy_coef=0.1, **counts)  # fmt: skip
+    (g,) = torch.autograd.grad(loss, logp)
+    assert loss.item() == 0.0 and torch.equal(g, torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize("loss_type", list(HAND))
 @pytest.mark.parametrize("coef", [0.0, 0.2])
 def test_shares_give_the_one_piece_gradient(loss_type, coef):
     """Random ratios, KL and entropies, mu > 1 style (logp != old): DDP's mean over 2 ranks of the gradients
