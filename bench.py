@@ -311,8 +311,9 @@ def grpo_update(models, opt, seq, P, adv, mask, ctx, timer, beta=0.04, micro=Non
         for m in parts:
             with ctx:
                 logp = logprobs(policy, m)  # (M, T) with grad
-            loss, _ = grpo_loss(logp, logp.detach(), ref_logp[m], adv[m], mask[m], beta=beta)
-            (loss * (logp.size(0) / N)).backward()  # a per-completion mean: its share of the N completions
+            # num_completions=N: the loss is the micro-batch's share of the N completions' mean (grpo.batch_share)
+            loss, _ = grpo_loss(logp, logp.detach(), ref_logp[m], adv[m], mask[m], beta=beta, num_completions=N)
+            loss.backward()
             del logp, loss  # the next micro-batch must not meet this one's graph
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         opt.step()

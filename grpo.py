@@ -1,114 +1,38 @@
 """
 GRPO loss functions: the tutorial file of nanoGRPO. Pure functions, tensors in, (loss, stats) out.
 
-GRPO = Group Relative Policy Optimization (Shao et al., "DeepSeekMath", arXiv:2402.03300, section 4.1;
-used for DeepSeek-R1, arXiv:2501.12948). Read it top to bottom next to the paper.
+GRPO = Group Relative Policy Optimization (Shao et al., "DeepSeekMath", arXiv:2402.03300, section 4.1; used for
+DeepSeek-R1, arXiv:2501.12948). Read it top to bottom next to the paper: the plain objective first, then its
+descendants (GSPO, CISPO, ...), then how log-probs and entropies are read from the logits without big copies.
 
-The objective
--------------
-For each prompt q we sample a *group* of G completions o_1..o_G from the policy that collected the data,
-pi_old, and score each with a reward r_i. PPO would learn a value network to tell good from bad
-actions; GRPO replaces it with the group itself. The advantage of every token of completion i is
+For each prompt q, sample a *group* of G completions o_1..o_G from pi_old, the policy that collected the data,
+and score each with a reward r_i. The group replaces PPO's value network: every token of o_i has the advantage
 
     A_i = (r_i - mean(r_1..r_G)) / std(r_1..r_G)                           (outcome supervision, 4.1.2)
 
-and the policy pi_theta maximises the clipped surrogate of PPO (Schulman et al. 2017) minus a KL
-penalty to a frozen reference policy pi_ref (the SFT model):
+and pi_theta maximises PPO's clipped surrogate minus a per-token KL penalty to the frozen reference pi_ref (SFT):
 
     J(theta) = E_q E_{o_i ~ pi_old} [ 1/G sum_i 1/|o_i| sum_t {
-                  min( ratio_it * A_i, clip(ratio_it, 1 - eps, 1 + eps) * A_i )
-                  - beta * D_KL[pi_theta || pi_ref]_it } ]                 (DeepSeekMath eq. 3)
-
+                  min( ratio_it * A_i, clip(ratio_it, 1 - eps, 1 + eps) * A_i ) - beta * k3_it } ]   (eq. 3)
     ratio_it = pi_theta(o_it | q, o_i<t) / pi_old(o_it | q, o_i<t)
+    k3_it    = pi_ref / pi_theta - log(pi_ref / pi_theta) - 1 = exp(ref - logp) - (ref - logp) - 1     (eq. 4)
 
-The KL term is not added to the reward (as in RLHF-PPO) but to the loss, per token, with the k3
-estimator of Schulman ("Approximating KL divergence", 2020), DeepSeekMath eq. 4:
+k3 (Schulman, "Approximating KL divergence", 2020) is >= 0 for every sample, 0 where the two log-probs agree, and
+unbiased for KL(pi_theta || pi_ref) on tokens sampled from pi_theta (the original description's k1, the sequence
+sum logp - ref, has a gradient of expectation zero). We minimise loss = -J. At mu = 1 update per rollout ratio == 1
+when the gradient is taken, nothing is clipped, and the gradient is REINFORCE with a group baseline; with mu > 1
+the clip keeps the updates near pi_old. The sums over t run over the real tokens m_it = 1 (completion_mask).
 
-    k3 = pi_ref / pi_theta - log(pi_ref / pi_theta) - 1  =  exp(ref - logp) - (ref - logp) - 1
-
-k3 >= 0 for every sample (x - log x - 1 >= 0), is 0 exactly when the two log-probs agree, and is an
-unbiased estimate of KL(pi_theta || pi_ref) for tokens sampled from pi_theta. (The original nanoGRPO
-description used the sequence sum logp - ref, k1, whose *gradient* has expectation zero: a KL
-penalty that does not penalise.)
-
-We minimise loss = -J. With mu = 1 update per rollout (--num-iterations 1) pi_theta == pi_old when the
-gradient is taken, so ratio == 1, nothing is clipped and the gradient is exactly REINFORCE with a
-group baseline, -A_i * grad log pi_theta(o_it). With mu > 1 the same rollout is reused and the clip
-keeps later updates close to pi_old, as in PPO.
-
-The choices, and where they come from
--------------------------------------
-scale (group_advantages):
-    "group"  divide by the group's std (DeepSeekMath; unbiased std, as torch.std and TRL do).
-    "batch"  divide by the std of the whole batch (Hu et al., REINFORCE++ style; avoids blowing up
-             groups with a tiny spread).
-    "none"   only subtract the group mean (Liu et al. 2025, "Understanding R1-Zero-Like Training",
-             Dr. GRPO: the std division over-weights prompts that are too easy or too hard).
-loss_type (grpo_loss), how per-token terms become one number:
-    "grpo"     mean over completions of each completion's token mean (the paper's 1/G sum 1/|o_i|);
-               short completions weigh more per token, which biases length (Dr. GRPO, section 3.1).
-    "bnpo"     masked sum / number of real tokens in this batch (one token, one vote). Under DDP "this
-               batch" is the rank's own (TRL's definition): DDP then averages per-rank token means, which
-               is not the one-process token mean when ranks hold different token counts; that gap is
-               exactly what "dapo" closes, the only difference between the two.
-    "dapo"     the same on the *global* token count: under DDP pass the all-reduced count
-               (Yu et al. 2025, "DAPO", token-level policy gradient loss). With 1 process, bnpo == dapo.
-    "dr_grpo"  masked sum / (N * max_completion_len): a constant normaliser, no length bias.
-clip_eps_high: DAPO's "clip-higher": a larger upper clip (e.g. 0.28) so that unlikely tokens can grow.
-Dynamic sampling (DAPO) lives in the driver: groups whose rewards are all equal have A = 0 and teach
-nothing, so they are dropped and more prompts sampled.
-
-Descendants of the objective (keyword arguments of grpo_loss, each off by default)
--------------------------------------------------------------------------------
-importance_level="sequence": GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization",
-arXiv:2507.18071, section 4.1). One importance ratio per completion, the geometric mean of its token ratios,
-clipped per completion:
-
-    s_i = (pi_theta(o_i | q) / pi_old(o_i | q))^(1/|o_i|) = exp( 1/|o_i| sum_t (logp_it - old_logp_it) )
-    J_GSPO = E [ 1/G sum_i min( s_i * A_i, clip(s_i, 1 - eps, 1 + eps) * A_i ) ]
-
-    s_i is a mean of |o_i| log-ratios, so it stays close to 1 and its eps is small: 3e-4 below, 4e-4 above
-    (GSPO section 5.1), the defaults at this level (clip_range). The term is the same for every token of o_i
-    and is aggregated by loss_type like any other ("grpo" gives the paper's 1/G sum_i); the KL stays per token.
-    At mu = 1 s_i == 1 and grad s_i = 1/|o_i| sum_t grad logp_it: the gradient is GRPO's, a length-normalised
-    REINFORCE. The two differ only off-policy (mu > 1), where GSPO clips whole completions.
-loss_type="cispo": CISPO (MiniMax-M1, arXiv:2506.13585, section 3.1). Clip the importance weight, not the
-update, and stop its gradient (sg):
-
-    r_it = pi_theta(o_it | q, o_i<t) / pi_old(o_it | q, o_i<t)          (or s_i at importance_level="sequence")
-    w_it = sg( min(r_it, eps_max) )                                      (no lower bound, as in the paper)
-    J_CISPO = E [ 1/(sum_i |o_i|) sum_i sum_t w_it * A_i * log pi_theta(o_it | q, o_i<t) ]
-
-    PPO's clip takes the gradient away from a token whose ratio left the range (often a rare "fork" token);
-    here every token keeps its REINFORCE gradient, weighted by at most eps_max (cispo_eps_max = 5.0, the value
-    TRL recommends from ScaleRL, arXiv:2510.13786). The normaliser is the token count, as "dapo" (num_tokens
-    too). At mu = 1 w == 1: the gradient is REINFORCE with token-level normalisation. In stats, clip_frac
-    counts the tokens whose weight was capped, which unlike PPO's keep their gradient.
-delta: two-sided clipping (INTELLECT-2, arXiv:2505.07291):
-
-    J = E [ min( min(r_it, delta) * A_i, clip(r_it, 1 - eps, 1 + eps) * A_i ) ],   delta > 1 + eps_high
-
-    For A_i < 0 the min keeps the unclipped side as r grows: a token whose probability exploded gives a loss
-    r * |A_i|, unbounded; capped, at most delta * |A_i| (and no gradient). For A_i > 0 the min already takes
-    the clipped side for every r > 1 + eps_high, and delta lies above that: nothing changes there.
-    In stats such a token (A_i < 0, r > delta) counts in clip_frac_delta and in clip_frac: like a clipped
-    token it has no gradient.
-top_entropy_quantile rho (Wang et al. 2025, "Beyond the 80/20 Rule", arXiv:2506.01939): the policy gradient
-only on the high-entropy "forking" tokens, the top rho (0.2 in the paper) of the batch's real tokens:
-
-    H_it = -sum_v pi_theta(v | q, o_i<t) log pi_theta(v | q, o_i<t)     (token_entropy, full distribution)
-    tau = quantile_{1 - rho}( H_it over the batch's real tokens )
-    pg_it <- 1[H_it >= tau] * pg_it                                      (the KL term stays on every token)
-
-    The normaliser is unchanged. Under DDP tau is the quantile of the rank's own batch (TRL gathers all ranks').
-entropy_coef c: an entropy bonus, the true entropy of the full distribution (not -log p of the sampled token):
-
-    loss <- loss - c * sum_it m_it H_it / sum_it m_it                    (masked token mean, with gradient)
-
-Truncated completions (DAPO's overlong filtering, Yu et al. 2025, arXiv:2503.14476, section 3.4) live in the
-driver: --mask-truncated sets m_it = 0 for every token of a completion with no end token (truncated). Its
-reward and the group's advantages are computed as before; under "grpo" and "dr_grpo" a dropped completion
-still counts in N (as in TRL), under "bnpo", "dapo" and "cispo" its tokens leave the count.
+How the per-token terms become one number is the whole difference between the loss types (loss_type):
+    "grpo"     the paper's 1/G sum_i 1/|o_i|: each completion's token mean, averaged. A token of a short
+               completion weighs more, which biases length (Liu et al. 2025, "Dr. GRPO", section 3.1).
+    "bnpo"     masked sum / real tokens of the batch: one token, one vote. Under DDP the rank's own batch
+               (TRL's definition); DDP then averages per-rank token means, not the one-process token mean.
+    "dapo"     masked sum / real tokens of the *global* batch, all ranks (Yu et al. 2025, "DAPO", token-level
+               loss); in one process the same as "bnpo".
+    "dr_grpo"  masked sum / (N * max_completion_len): a constant normaliser, no length bias (Dr. GRPO).
+A piece of the batch (a micro-batch, a DDP rank's batch) is normalised by the whole batch's counts and returns
+its share of the batch's loss (batch_share), so that the pieces' gradients add up to the batch's.
 
 Shapes: B prompts, G group size, N = B*G completions, T completion tokens, V vocabulary.
 """
@@ -117,16 +41,16 @@ import torch
 import torch.nn.functional as F
 
 # -----------------------------------------------------------------------------
-# advantages
+# advantages and the mask
 
 
 def group_advantages(rewards, group_size, scale="group", eps=1e-4):
     """Group-relative advantages (DeepSeekMath 4.1.2, outcome supervision).
 
     rewards: (N,) float, N = B*G; the G completions of prompt b sit at rows b*G:(b+1)*G.
-    scale: "group" | "batch" | "none", see the module docstring.
-    Returns (N,): r - group mean, divided by (group std + eps), (batch std + eps) or nothing.
-    A group whose rewards are all equal gets exactly 0 (its numerator is 0), never NaN.
+    scale: "group" divides by the group's std (DeepSeekMath), "batch" by the whole batch's (REINFORCE++ style: no
+    blow-up of groups with a tiny spread), "none" by nothing (Dr. GRPO: the std over-weights too easy or too hard
+    prompts). Returns (N,). A group whose rewards are all equal gets exactly 0 (numerator 0), never NaN.
     """
     N = rewards.numel()
     if group_size < 2 or N % group_size != 0:
@@ -144,8 +68,272 @@ def group_advantages(rewards, group_size, scale="group", eps=1e-4):
     return adv.view(-1)  # (N,)
 
 
+def completion_mask(tokens, eos_id):
+    """1 for real completion tokens: everything up to and including the first end token, 0 after.
+
+    tokens: (N, T) long. Returns (N, T) float. A row with no end token (truncated at max_new_tokens) is all ones:
+    the policy sampled its tokens, and its reward of nothing is what teaches it to stop (but see truncated).
+    """
+    is_eos = (tokens == eos_id).long()
+    before = is_eos.cumsum(dim=1) - is_eos  # number of end tokens strictly before t
+    return (before == 0).float()  # (N, T)
+
+
 # -----------------------------------------------------------------------------
-# log-probs, entropy, masks
+# the loss
+
+LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo", "cispo")
+
+
+def grpo_loss(
+    logp, old_logp, ref_logp, advantages, mask, *,
+    clip_eps=None, clip_eps_high=None, beta=0.04, loss_type="grpo", max_completion_len=None,  # GRPO
+    num_completions=None, rank_tokens=None, num_tokens=None, world_size=1,  # the whole batch's counts
+    importance_level="token", cispo_eps_max=5.0, delta=None,  # descendants, off by default (below)
+    entropy=None, top_entropy_quantile=1.0, entropy_coef=0.0,
+):  # fmt: skip
+    """The clipped GRPO surrogate with a per-token k3 KL penalty (DeepSeekMath eq. 3), as a loss.
+
+    logp:       (N, T) log pi_theta of the sampled tokens, with gradient
+    old_logp:   (N, T) log pi_old, the policy that sampled them (detached here)
+    ref_logp:   (N, T) log pi_ref, the frozen reference; None with beta = 0 (no reference forward, as TRL; no "kl")
+    advantages: (N,)   one per completion, broadcast over its tokens
+    mask:       (N, T) 1 for the tokens in the loss, 0 for what follows the end token
+    clip_eps, clip_eps_high: the clip range, 0.2 each unless given (clip_range); loss_type: the normaliser (above);
+    max_completion_len: dr_grpo's T (default mask.size(1)). num_completions, rank_tokens, num_tokens, world_size:
+    the whole batch's counts when this call sees a piece of it (batch_share); num_tokens, the global batch's real
+    tokens, is what "dapo", "cispo" and the entropy bonus divide by. Not given: the call's batch is the whole.
+    Returns (loss, stats); stats are detached masked means over this call's tokens.
+    """
+    if ref_logp is None and beta != 0:
+        raise ValueError(f"ref_logp is needed for the KL term (beta={beta}); only beta=0 may omit it")
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {', '.join(LOSS_TYPES)}")
+    eps_low, eps_high = clip_range(importance_level, clip_eps, clip_eps_high)
+    check_descendants(loss_type, eps_high, delta, entropy, top_entropy_quantile, entropy_coef)
+    old_logp, advantages = old_logp.detach(), advantages.detach()
+    mask = mask.float()
+    A = advantages.unsqueeze(1)  # (N, 1), the same advantage for every token of a completion
+
+    # importance ratio pi_theta / pi_old, per token
+    logratio = logp - old_logp  # (N, T)
+    if importance_level == "sequence":  # GSPO (below): one ratio per completion
+        logratio = sequence_logratio(logratio, mask)  # (N, 1)
+    ratio = torch.exp(logratio)  # (N, T), or (N, 1): s_i
+
+    if loss_type == "cispo":  # CISPO (below): a capped weight instead of a clipped update
+        pg_loss = cispo_pg_loss(ratio, A, logp, cispo_eps_max)  # (N, T)
+    else:  # the clipped surrogate (PPO eq. 7), as a loss
+        pg_loss1 = -ratio * A
+        if delta is not None:  # two-sided clipping (INTELLECT-2, below): min(r, delta) on the unclipped side
+            pg_loss1 = -torch.clamp(ratio, max=delta) * A
+        pg_loss2 = -torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * A
+        pg_loss = torch.max(pg_loss1, pg_loss2)  # = -min(ratio*A, clip(ratio)*A)
+    if top_entropy_quantile < 1:  # the policy gradient on the high-entropy tokens only (below)
+        pg_loss = pg_loss * high_entropy_tokens(entropy, mask, top_entropy_quantile)  # (N, T)
+
+    # k3 KL estimator to the reference, per token (DeepSeekMath eq. 4); >= 0 by x - log x - 1 >= 0
+    per_token, kl = pg_loss, None  # (N, T), or (N, 1) per sequence without a KL term
+    if ref_logp is not None:
+        d = ref_logp.detach() - logp  # (N, T)
+        kl = torch.exp(d) - d - 1
+        per_token = pg_loss + beta * kl
+
+    # the normaliser: the whole difference between the loss types
+    n_global = torch.as_tensor(mask.sum() if num_tokens is None else num_tokens, dtype=per_token.dtype).clamp(min=1)
+    if loss_type == "grpo":
+        per_seq = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)  # (N,) token mean per completion
+        loss = per_seq.mean()
+    elif loss_type == "bnpo":
+        loss = (per_token * mask).sum() / mask.sum().clamp(min=1)
+    elif loss_type in ("dapo", "cispo"):  # CISPO normalises over tokens, as DAPO
+        loss = (per_token * mask).sum() / n_global
+    else:  # "dr_grpo"
+        L = mask.size(1) if max_completion_len is None else max_completion_len
+        loss = (per_token * mask).sum() / (mask.size(0) * L)
+    loss = loss * batch_share(loss_type, mask, num_completions, rank_tokens, world_size)
+
+    if entropy_coef != 0:  # the entropy bonus (below): c x the global batch's token mean, x W against DDP's mean
+        loss = loss - entropy_coef * (world_size * (entropy * mask).sum() / n_global)
+    return loss, loss_stats(ratio, A, pg_loss, kl, mask, loss_type, (eps_low, eps_high), cispo_eps_max, delta)
+
+
+def batch_share(loss_type, mask, num_completions=None, rank_tokens=None, world_size=1):
+    """The factor that turns the loss of a piece of the batch, as grpo_loss normalises it, into the piece's share
+    of the whole batch's loss, so that the shares sum to the batch's loss and their gradients to its gradient.
+
+    mask: (m, T) the piece's; num_completions: the completions of the rank's batch; rank_tokens: its real tokens;
+    world_size: W DDP ranks. A driver splits the rank's batch into micro-batches to bound memory (their
+    gradients add up over backward calls) and DDP then *averages* the W ranks' gradients:
+
+        grpo, dr_grpo   the piece's mean over its m completions, x m / num_completions: the rank's mean. Every
+                        rank holds as many completions, so DDP's mean of the ranks' means is the global one.
+        bnpo            the piece's token mean, x its tokens / rank_tokens: the rank's token mean (by definition
+                        the rank's: DDP's mean of them is not the global token mean; that is "dapo").
+        dapo, cispo     already divided by the global token count (num_tokens), so each rank holds its part of
+                        the global sum / count; x W, because DDP divides the ranks' summed gradients by W.
+
+    Counts not given: the piece is the rank's batch (grpo, dr_grpo, bnpo: 1). With one piece and one process the
+    factor is exactly 1 and the loss is the one-piece loss, bit for bit.
+    """
+    if loss_type in ("grpo", "dr_grpo"):
+        return 1.0 if num_completions is None else mask.size(0) / num_completions
+    if loss_type == "bnpo":
+        return 1.0 if rank_tokens is None else mask.sum() / torch.as_tensor(rank_tokens).clamp(min=1)
+    return world_size  # "dapo", "cispo"
+
+
+def loss_stats(ratio, A, pg_loss, kl, mask, loss_type, eps, cispo_eps_max, delta):
+    """grpo_loss's diagnostics, detached masked means over the call's real tokens: clip fractions (low, high,
+    all: the share of tokens whose gradient the clip took away), the mean ratio, pg_loss and kl (k3)."""
+    eps_low, eps_high = eps
+    with torch.no_grad():
+        n = mask.sum().clamp(min=1)
+        capped = torch.zeros_like(ratio)  # delta: A < 0 and the ratio above the cap, no gradient either
+        if loss_type == "cispo":  # the weight was capped; the token keeps its gradient
+            clipped_low = torch.zeros_like(ratio)
+            clipped_high = (ratio > cispo_eps_max).float()
+        else:
+            clipped_low = ((ratio < 1 - eps_low) & (A < 0)).float()  # clip is active: no gradient
+            clipped_high = ((ratio > 1 + eps_high) & (A > 0)).float()
+            if delta is not None:
+                capped = ((ratio > delta) & (A < 0)).float()
+        stats = {
+            "clip_frac_low": (clipped_low * mask).sum() / n,
+            "clip_frac_high": (clipped_high * mask).sum() / n,
+            "clip_frac": ((clipped_low + clipped_high + capped) * mask).sum() / n,  # disjoint: each kills a gradient
+            "ratio_mean": (ratio * mask).sum() / n,
+            "pg_loss": (pg_loss * mask).sum() / n,
+        }
+        if delta is not None:
+            stats["clip_frac_delta"] = (capped * mask).sum() / n
+        if kl is not None:
+            stats["kl"] = (kl * mask).sum() / n
+    return stats
+
+
+# -----------------------------------------------------------------------------
+# descendants of the objective: keyword arguments of grpo_loss, each off by default
+#
+# importance_level="sequence": GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization", arXiv:2507.18071,
+# section 4.1). One importance ratio per completion, the geometric mean of its token ratios, clipped per completion:
+#
+#     s_i = (pi_theta(o_i | q) / pi_old(o_i | q))^(1/|o_i|) = exp( 1/|o_i| sum_t (logp_it - old_logp_it) )
+#     J_GSPO = E [ 1/G sum_i min( s_i * A_i, clip(s_i, 1 - eps, 1 + eps) * A_i ) ]
+#
+#     s_i is a mean of |o_i| log-ratios, so it stays close to 1 and its eps is small: 3e-4 below, 4e-4 above
+#     (GSPO section 5.1), the defaults at this level (clip_range). The term is the same for every token of o_i
+#     and is aggregated by loss_type like any other ("grpo" gives the paper's 1/G sum_i); the KL stays per token.
+#     At mu = 1 s_i == 1 and grad s_i = 1/|o_i| sum_t grad logp_it: the gradient is GRPO's, a length-normalised
+#     REINFORCE. The two differ only off-policy (mu > 1), where GSPO clips whole completions.
+#
+# loss_type="cispo": CISPO (MiniMax-M1, arXiv:2506.13585, section 3.1). Clip the importance weight, not the
+# update, and stop its gradient (sg):
+#
+#     r_it = pi_theta(o_it | q, o_i<t) / pi_old(o_it | q, o_i<t)          (or s_i at importance_level="sequence")
+#     w_it = sg( min(r_it, eps_max) )                                      (no lower bound, as in the paper)
+#     J_CISPO = E [ 1/(sum_i |o_i|) sum_i sum_t w_it * A_i * log pi_theta(o_it | q, o_i<t) ]
+#
+#     PPO's clip takes the gradient away from a token whose ratio left the range (often a rare "fork" token);
+#     here every token keeps its REINFORCE gradient, weighted by at most eps_max (cispo_eps_max = 5.0, the value
+#     TRL recommends from ScaleRL, arXiv:2510.13786). The normaliser is the token count, as "dapo" (num_tokens
+#     too). At mu = 1 w == 1: the gradient is REINFORCE with token-level normalisation. In stats, clip_frac
+#     counts the tokens whose weight was capped, which unlike PPO's keep their gradient.
+#
+# delta: two-sided clipping (INTELLECT-2, arXiv:2505.07291):
+#
+#     J = E [ min( min(r_it, delta) * A_i, clip(r_it, 1 - eps, 1 + eps) * A_i ) ],   delta > 1 + eps_high
+#
+#     For A_i < 0 the min keeps the unclipped side as r grows: a token whose probability exploded gives a loss
+#     r * |A_i|, unbounded; capped, at most delta * |A_i| (and no gradient). For A_i > 0 the min already takes
+#     the clipped side for every r > 1 + eps_high, and delta lies above that: nothing changes there.
+#     In stats such a token (A_i < 0, r > delta) counts in clip_frac_delta and in clip_frac: like a clipped
+#     token it has no gradient.
+#
+# top_entropy_quantile rho (Wang et al. 2025, "Beyond the 80/20 Rule", arXiv:2506.01939): the policy gradient
+# only on the high-entropy "forking" tokens, the top rho (0.2 in the paper) of the batch's real tokens:
+#
+#     H_it = -sum_v pi_theta(v | q, o_i<t) log pi_theta(v | q, o_i<t)     (token_entropy, full distribution)
+#     tau = quantile_{1 - rho}( H_it over the batch's real tokens )
+#     pg_it <- 1[H_it >= tau] * pg_it                                      (the KL term stays on every token)
+#
+#     The normaliser is unchanged. Under DDP tau is the quantile of the rank's own batch (TRL gathers all ranks').
+#     entropy: (N, T) the per-token entropy of pi_theta (token_entropy), used detached here.
+#
+# entropy_coef c: an entropy bonus, the true entropy of the full distribution (not -log p of the sampled token):
+#
+#     loss <- loss - c * sum_it m_it H_it / sum_it m_it                    (masked token mean, with gradient)
+#
+#     The token mean is the global batch's for every loss type (num_tokens; x world_size against DDP's mean).
+#
+# clip_eps_high (DAPO's "clip-higher", e.g. 0.28) lets unlikely tokens grow; dynamic sampling (DAPO) lives in the
+# driver: groups whose rewards are all equal have A = 0 and teach nothing, so they are dropped and more sampled.
+# Truncated completions (DAPO's overlong filtering, arXiv:2503.14476, section 3.4) live in the driver too:
+# --mask-truncated sets m_it = 0 for every token of a completion with no end token (truncated). Its reward and
+# the group's advantages are computed as before; under "grpo" and "dr_grpo" a dropped completion still counts
+# in N (as in TRL), under "bnpo", "dapo" and "cispo" its tokens leave the count.
+
+# the paper's (eps_low, eps_high) for each level of the importance ratio
+DEFAULT_CLIP = {"token": (0.2, 0.2), "sequence": (3e-4, 4e-4)}  # DeepSeekMath 4.2; GSPO section 5.1
+
+
+def clip_range(importance_level="token", clip_eps=None, clip_eps_high=None):
+    """(eps_low, eps_high) of the clip. Given clip_eps sets both sides; given clip_eps_high the upper one;
+    what is not given is the level's default: 0.2 / 0.2 per token, 3e-4 / 4e-4 per sequence (GSPO)."""
+    if importance_level not in DEFAULT_CLIP:
+        raise ValueError(f"unknown importance_level {importance_level!r}; expected 'token' or 'sequence'")
+    eps_low, eps_high = DEFAULT_CLIP[importance_level]
+    if clip_eps is not None:
+        eps_low = eps_high = clip_eps
+    if clip_eps_high is not None:
+        eps_high = clip_eps_high
+    return eps_low, eps_high
+
+
+def check_descendants(loss_type, eps_high, delta, entropy, top_entropy_quantile, entropy_coef):
+    """The descendants' arguments, refused with a clear error where they make no sense."""
+    if not 0 < top_entropy_quantile <= 1:
+        raise ValueError(f"top_entropy_quantile must be in (0, 1], got {top_entropy_quantile}")
+    if entropy is None and (top_entropy_quantile < 1 or entropy_coef != 0):
+        raise ValueError("top_entropy_quantile < 1 and entropy_coef != 0 need the per-token entropy")
+    if delta is not None and loss_type == "cispo":
+        raise ValueError("delta caps the ratio of the clipped surrogate; cispo caps its weight with cispo_eps_max")
+    if delta is not None and not delta > 1 + eps_high:
+        raise ValueError(f"delta must exceed 1 + eps_high = {1 + eps_high}, got {delta}")
+
+
+def sequence_logratio(logratio, mask):
+    """GSPO: log s_i, the mean of a completion's token log-ratios. logratio, mask: (N, T). Returns (N, 1)."""
+    return (logratio * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)  # (N, 1)
+
+
+def cispo_pg_loss(ratio, A, logp, eps_max):
+    """CISPO's per-token loss -sg(min(r, eps_max)) * A * log pi: no gradient through the weight, so every token
+    keeps its REINFORCE gradient. ratio: (N, T) or (N, 1), A: (N, 1), logp: (N, T). Returns (N, T)."""
+    weight = torch.clamp(ratio, max=eps_max).detach()  # sg(min(r, eps_max))
+    return -weight * A * logp  # (N, T)
+
+
+def high_entropy_tokens(entropy, mask, rho):
+    """1 where a real token's entropy is among the top rho of the batch's real tokens (ties kept), else 0.
+    entropy, mask: (N, T). Returns (N, T) bool; no real token (a NaN quantile) keeps nothing."""
+    H = entropy.detach()  # (N, T) it only selects tokens: no gradient through it
+    real_H = H.masked_fill(mask == 0, float("nan")).flatten()  # padding as NaN: nanquantile skips it
+    tau = torch.nanquantile(real_H, 1 - rho)  # the batch's (1 - rho)-quantile
+    return H >= tau  # (N, T)
+
+
+def truncated(tokens, eos_id):
+    """True for a completion that never sampled the end token: cut at max_new_tokens (DAPO's "overlong").
+
+    tokens: (N, T) long. Returns (N,) bool. Read from the tokens, not from the mask: a completion whose end
+    token is its last token has an all-ones mask too, and it is not truncated.
+    """
+    return ~(tokens == eos_id).any(dim=1)  # (N,)
+
+
+# -----------------------------------------------------------------------------
+# log-probs and entropies from the logits, without (N, T, V) copies (docs/memory.md)
 
 
 def per_token_logps(logits, tokens, start=0):
@@ -226,181 +414,3 @@ def entropy_from_logits(logits, mask):
     H = token_entropy(logits)  # (N, T)
     m = mask.float()
     return (H * m).sum() / m.sum().clamp(min=1)
-
-
-def completion_mask(tokens, eos_id):
-    """1 for real completion tokens: everything up to and including the first end token, 0 after.
-
-    tokens: (N, T) long. Returns (N, T) float. A row with no end token is all ones: it was truncated
-    at max_new_tokens, its tokens were still sampled by the policy, so they stay in the loss (the
-    reward functions give such a completion nothing, which is what teaches the policy to stop).
-    """
-    is_eos = (tokens == eos_id).long()
-    before = is_eos.cumsum(dim=1) - is_eos  # number of end tokens strictly before t
-    return (before == 0).float()  # (N, T)
-
-
-def truncated(tokens, eos_id):
-    """True for a completion that never sampled the end token: cut at max_new_tokens (DAPO's "overlong").
-
-    tokens: (N, T) long. Returns (N,) bool. Read from the tokens, not from the mask: a completion whose end
-    token is its last token has an all-ones mask too, and it is not truncated.
-    """
-    return ~(tokens == eos_id).any(dim=1)  # (N,)
-
-
-# -----------------------------------------------------------------------------
-# the loss
-
-
-LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo", "cispo")
-# the paper's (eps_low, eps_high) for each level of the importance ratio
-DEFAULT_CLIP = {"token": (0.2, 0.2), "sequence": (3e-4, 4e-4)}  # DeepSeekMath 4.2; GSPO section 5.1
-
-
-def clip_range(importance_level="token", clip_eps=None, clip_eps_high=None):
-    """(eps_low, eps_high) of the clip. Given clip_eps sets both sides; given clip_eps_high the upper one;
-    what is not given is the level's default: 0.2 / 0.2 per token, 3e-4 / 4e-4 per sequence (GSPO)."""
-    if importance_level not in DEFAULT_CLIP:
-        raise ValueError(f"unknown importance_level {importance_level!r}; expected 'token' or 'sequence'")
-    eps_low, eps_high = DEFAULT_CLIP[importance_level]
-    if clip_eps is not None:
-        eps_low = eps_high = clip_eps
-    if clip_eps_high is not None:
-        eps_high = clip_eps_high
-    return eps_low, eps_high
-
-
-def grpo_loss(
-    logp,
-    old_logp,
-    ref_logp,
-    advantages,
-    mask,
-    *,
-    clip_eps=None,
-    clip_eps_high=None,
-    beta=0.04,
-    loss_type="grpo",
-    max_completion_len=None,
-    num_tokens=None,
-    importance_level="token",
-    cispo_eps_max=5.0,
-    delta=None,
-    entropy=None,
-    top_entropy_quantile=1.0,
-    entropy_coef=0.0,
-):
-    """Clipped GRPO surrogate with a per-token k3 KL penalty (DeepSeekMath eq. 3), as a loss, and its
-    descendants (GSPO, CISPO, two-sided clipping, top-entropy tokens, an entropy bonus: module docstring).
-
-    logp:       (N, T) log pi_theta of the sampled tokens, with gradient
-    old_logp:   (N, T) log pi_old, the policy that sampled them (detached)
-    ref_logp:   (N, T) log pi_ref, the frozen reference (detached); None with beta = 0, when the
-                reference forward can be skipped (as TRL does): then there is no "kl" in stats
-    advantages: (N,)   one per completion, broadcast over its tokens
-    mask:       (N, T) 1 for real completion tokens, 0 for what follows the end token
-    clip_eps, clip_eps_high: the clip range, see clip_range (default 0.2, or 3e-4 / 4e-4 per sequence)
-    loss_type:  "grpo" | "bnpo" | "dapo" | "dr_grpo" | "cispo", see the module docstring
-    max_completion_len: the T of "dr_grpo"'s constant normaliser (defaults to mask.size(1))
-    num_tokens: "dapo" and "cispo": the token count to divide by; under DDP the all-reduced global count
-                (each rank's loss is then sum/global, and DDP's gradient *mean* over W ranks must be
-                undone by the caller multiplying by W, see train_grpo.py). Default: this batch's count.
-    importance_level: "token" (PPO, GRPO) | "sequence" (GSPO): one ratio per completion
-    cispo_eps_max: "cispo": the cap on the importance weight
-    delta:      two-sided clipping (INTELLECT-2): cap on the unclipped ratio, > 1 + eps_high; None: off
-    entropy:    (N, T) per-token entropy H of pi_theta (token_entropy), with gradient; needed only by
-                top_entropy_quantile < 1 (uses it detached) and entropy_coef != 0
-    top_entropy_quantile: rho in (0, 1]: the policy gradient only on the top rho of real tokens by entropy
-    entropy_coef: weight of the entropy bonus subtracted from the loss
-    Returns (loss, stats); stats are detached scalars.
-    """
-    if ref_logp is None and beta != 0:
-        raise ValueError(f"ref_logp is needed for the KL term (beta={beta}); only beta=0 may omit it")
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {', '.join(LOSS_TYPES)}")
-    if not 0 < top_entropy_quantile <= 1:
-        raise ValueError(f"top_entropy_quantile must be in (0, 1], got {top_entropy_quantile}")
-    if entropy is None and (top_entropy_quantile < 1 or entropy_coef != 0):
-        raise ValueError("top_entropy_quantile < 1 and entropy_coef != 0 need the per-token entropy")
-    eps_low, eps_high = clip_range(importance_level, clip_eps, clip_eps_high)
-    if delta is not None and loss_type == "cispo":
-        raise ValueError("delta caps the ratio of the clipped surrogate; cispo caps its weight with cispo_eps_max")
-    if delta is not None and not delta > 1 + eps_high:
-        raise ValueError(f"delta must exceed 1 + eps_high = {1 + eps_high}, got {delta}")
-    old_logp, advantages = old_logp.detach(), advantages.detach()
-    mask = mask.float()
-    A = advantages.unsqueeze(1)  # (N, 1), the same advantage for every token of a completion
-
-    # importance ratio pi_theta / pi_old: per token, or per completion (GSPO, a geometric mean of the tokens')
-    logratio = logp - old_logp  # (N, T)
-    if importance_level == "sequence":
-        logratio = (logratio * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)  # (N, 1)
-    ratio = torch.exp(logratio)  # (N, T), or (N, 1): s_i
-
-    if loss_type == "cispo":
-        # CISPO: the clipped weight, no gradient through it, times log pi: every token keeps a gradient
-        weight = torch.clamp(ratio, max=cispo_eps_max).detach()  # sg(min(r, eps_max))
-        pg_loss = -weight * A * logp  # (N, T)
-    else:
-        # clipped surrogate (PPO eq. 7), per token or per sequence (then (N, 1), broadcast below)
-        ratio_capped = ratio if delta is None else torch.clamp(ratio, max=delta)  # INTELLECT-2: min(r, delta)
-        pg_loss1 = -ratio_capped * A
-        pg_loss2 = -torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * A
-        pg_loss = torch.max(pg_loss1, pg_loss2)  # = -min(ratio*A, clip(ratio)*A)
-
-    if top_entropy_quantile < 1:
-        # Wang et al. 2025: keep the policy gradient on the top rho of real tokens by entropy
-        H = entropy.detach()  # (N, T)
-        real_H = H.masked_fill(mask == 0, float("nan")).flatten()  # padding as NaN: nanquantile skips it
-        tau = torch.nanquantile(real_H, 1 - top_entropy_quantile)  # the batch's (1 - rho)-quantile
-        pg_loss = pg_loss * (H >= tau)  # (N, T); NaN tau (no real token) keeps nothing
-
-    # k3 KL estimator to the reference, per token (DeepSeekMath eq. 4); >= 0 by x - log x - 1 >= 0
-    per_token = pg_loss  # (N, T), or (N, 1) per sequence without a KL term
-    if ref_logp is not None:
-        d = ref_logp.detach() - logp  # (N, T)
-        kl = torch.exp(d) - d - 1
-        per_token = pg_loss + beta * kl
-
-    # aggregation: the normaliser is the whole difference between the variants
-    if loss_type == "grpo":
-        per_seq = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)  # (N,) token mean per completion
-        loss = per_seq.mean()
-    elif loss_type == "bnpo":
-        loss = (per_token * mask).sum() / mask.sum().clamp(min=1)
-    elif loss_type in ("dapo", "cispo"):  # CISPO normalises over tokens, as DAPO
-        denom = mask.sum() if num_tokens is None else num_tokens
-        loss = (per_token * mask).sum() / torch.as_tensor(denom, dtype=per_token.dtype).clamp(min=1)
-    else:  # "dr_grpo"
-        L = mask.size(1) if max_completion_len is None else max_completion_len
-        loss = (per_token * mask).sum() / (mask.size(0) * L)
-
-    if entropy_coef != 0:  # entropy bonus: the masked token mean of the true entropy, with gradient
-        H_mean = (entropy * mask).sum() / mask.sum().clamp(min=1)
-        loss = loss - entropy_coef * H_mean
-
-    # diagnostics, masked means over real tokens
-    with torch.no_grad():
-        n = mask.sum().clamp(min=1)
-        capped = torch.zeros_like(ratio)  # delta: A < 0 and the ratio above the cap, no gradient either
-        if loss_type == "cispo":  # the weight was capped; the token keeps its gradient
-            clipped_low = torch.zeros_like(ratio)
-            clipped_high = (ratio > cispo_eps_max).float()
-        else:
-            clipped_low = ((ratio < 1 - eps_low) & (A < 0)).float()  # clip is active: no gradient
-            clipped_high = ((ratio > 1 + eps_high) & (A > 0)).float()
-            if delta is not None:
-                capped = ((ratio > delta) & (A < 0)).float()
-        stats = {
-            "clip_frac_low": (clipped_low * mask).sum() / n,
-            "clip_frac_high": (clipped_high * mask).sum() / n,
-            "clip_frac": ((clipped_low + clipped_high + capped) * mask).sum() / n,  # disjoint: each kills a gradient
-            "ratio_mean": (ratio * mask).sum() / n,
-            "pg_loss": (pg_loss * mask).sum() / n,
-        }
-        if delta is not None:
-            stats["clip_frac_delta"] = (capped * mask).sum() / n
-        if ref_logp is not None:
-            stats["kl"] = (kl * mask).sum() / n
-    return loss, stats

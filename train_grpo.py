@@ -517,15 +517,11 @@ for step in pbar:
         old_logp = None
         if args.num_iterations > 1:  # pi_old: the sampling policy, before any of the mu updates
             old_logp = torch.cat([logprobs(policy, seq[m], P, pmask[m])[0] for m in micro])
-    # every normaliser is counted over the whole batch before the first micro-batch
-    num_tokens = loss_mask.sum()
-    if ddp and args.loss_type in ("dapo", "cispo"):
-        dist.all_reduce(num_tokens)  # the global token count (DAPO's token-level normaliser)
-    if args.entropy_coef != 0:  # the entropy bonus is a token mean over the global batch, for every loss type
-        bonus_tokens = loss_mask.sum()
-        if ddp:
-            dist.all_reduce(bonus_tokens)
-        bonus_tokens = bonus_tokens.float().clamp(min=1)
+    # every normaliser is counted over the whole batch before the first micro-batch: grpo_loss turns each
+    # micro-batch's loss into its share of the batch's (grpo.batch_share)
+    rank_tokens, num_tokens = loss_mask.sum(), loss_mask.sum()  # real tokens: this rank's, all ranks'
+    if ddp:
+        dist.all_reduce(num_tokens)  # the global count: dapo's and cispo's normaliser, and the entropy bonus's
     # --- mu updates on the same rollout
     lr = lr_at(step, args.steps, args.lr, args.warmup_frac, args.lr_schedule)
     for pg in optimizer.param_groups:
@@ -560,22 +556,17 @@ for step in pbar:
                     beta=args.beta,
                     loss_type=args.loss_type,
                     max_completion_len=T,
+                    num_completions=seq.size(0),  # the whole batch's counts: loss_m is this micro-batch's share
+                    rank_tokens=rank_tokens,
                     num_tokens=num_tokens,
+                    world_size=world,
                     importance_level=args.importance_level,
                     cispo_eps_max=args.cispo_eps_max,
                     delta=args.delta,
                     entropy=H,
                     top_entropy_quantile=args.top_entropy_quantile,
+                    entropy_coef=args.entropy_coef,
                 )
-                # this micro-batch's share of the rank's loss, so that the shares sum to the whole batch's
-                if args.loss_type in ("grpo", "dr_grpo"):  # per-completion means (dr_grpo: over M * T)
-                    loss_m = loss_m * (logp.size(0) / seq.size(0))
-                elif args.loss_type == "bnpo":  # a token mean over the rank's batch (the step's, not the micro-batch's)
-                    loss_m = loss_m * (lm.sum() / loss_mask.sum().clamp(min=1))
-                if ddp and args.loss_type in ("dapo", "cispo"):
-                    loss_m = loss_m * world  # DDP averages gradients over ranks; sum/global_count needs the sum
-                if args.entropy_coef != 0:  # the bonus's token sum over the global count, x world against DDP's mean
-                    loss_m = loss_m - args.entropy_coef * (world * (H * lm).sum() / bonus_tokens)
                 if step in args.debug_nan_steps and it == args.debug_nan_update:
                     loss_m = loss_m * float("nan")  # fault injection (tests only)
                 loss_m.backward()

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from conftest import TINY, exact_log, run
 
 from grpo import (
+    batch_share,
     clip_range,
     completion_mask,
     entropy_from_logits,
@@ -306,6 +307,153 @@ def test_unknown_loss_type():
     logp, old, ref, adv, mask = random_batch()
     with pytest.raises(ValueError, match="loss_type"):
         grpo_loss(logp, old, ref, adv, mask, loss_type="sum")
+
+
+# -----------------------------------------------------------------------------
+# batch_share: a piece of the batch (micro-batch, DDP rank) returns its share of the batch's loss
+#
+# Two DDP ranks of 5 completions each, T = 4, each rank in micro-batches of 3 and 2 completions (unequal). With
+# logp == old == ref the ratio is 1 and k3 is 0, so every real token's term is -A_i (cispo: -A_i * logp = A_i at
+# logp = -1), and the shares can be added up by hand.
+
+LENGTHS = [[1, 2, 3, 4, 2], [4, 4, 1, 3, 2]]  # real tokens per completion: rank 0 holds 12, rank 1 holds 14
+ADV = [[1.0, -1.0, 2.0, 0.0, -2.0], [-1.0, 1.0, 1.0, -2.0, 0.0]]
+PIECES = [slice(0, 3), slice(3, 5)]
+
+
+def rank_batch(rank):
+    mask = (torch.arange(4)[None, :] < torch.tensor(LENGTHS[rank])[:, None]).float()  # (5, 4)
+    logp = -torch.ones(5, 4)
+    return logp, torch.tensor(ADV[rank]), mask
+
+
+def shares(loss_type, world=2, **kw):
+    """Each rank's micro-batches' losses, given the whole batch's counts as train_grpo.py passes them."""
+    global_tokens = sum(sum(x) for x in LENGTHS)  # 26
+    out = []
+    for rank in range(world):
+        logp, adv, mask = rank_batch(rank)
+        counts = dict(num_completions=5, rank_tokens=mask.sum(), num_tokens=global_tokens, world_size=world)
+        out.append([
+            grpo_loss(logp[m], logp[m], logp[m], adv[m], mask[m], loss_type=loss_type, max_completion_len=4,
+                      **counts, **{k: (v[rank][m] if k == "entropy" else v) for k, v in kw.items()})[0].item()
+            for m in PIECES
+        ])  # fmt: skip
+    return out
+
+
+def test_batch_share_factors_by_hand():
+    """The factor of a micro-batch of 3 of a rank's 5 completions (6 of its 12 real tokens), with 2 ranks.
+    Bugs caught: the micro-batch's own count taken for the rank's (factor 1), completions counted where bnpo
+    needs tokens (3/5), the world size applied to the per-rank means (grpo, bnpo) or left off dapo and cispo."""
+    _, _, mask = rank_batch(0)
+    m = mask[:3]  # 1 + 2 + 3 = 6 real tokens
+    want = {"grpo": 3 / 5, "dr_grpo": 3 / 5, "bnpo": 6 / 12, "dapo": 2, "cispo": 2}
+    for loss_type, factor in want.items():
+        got = batch_share(loss_type, m, num_completions=5, rank_tokens=mask.sum(), world_size=2)
+        assert float(got) == pytest.approx(factor, rel=1e-7), loss_type
+        assert float(batch_share(loss_type, m)) == 1.0  # no counts given: the call's batch is the whole
+
+
+# the shares by hand: (rank 0: piece 0, piece 1), (rank 1: piece 0, piece 1), and DDP's mean of the ranks' sums
+HAND = {
+    # each completion's token mean of -A, their mean over the piece, x m / 5
+    "grpo": ([-2 / 3 * 3 / 5, 1 * 2 / 5], [-1 / 3 * 3 / 5, 1 * 2 / 5], 0.1),
+    # token sums of -A: rank 0: -1 + 2 - 6 = -5 and 0 + 4 = 4; rank 1: 4 - 4 - 1 = -1 and 6 + 0 = 6; over T x 5
+    "dr_grpo": ([-5 / 20, 4 / 20], [-1 / 20, 6 / 20], 0.1),
+    # the piece's token mean x its tokens / the rank's: -5/6 x 6/12, 4/6 x 6/12; -1/9 x 9/14, 6/5 x 5/14
+    "bnpo": ([-5 / 12, 4 / 12], [-1 / 14, 6 / 14], (-1 / 12 + 5 / 14) / 2),
+    # the token sums over the global 26 tokens, x 2 ranks
+    "dapo": ([-10 / 26, 8 / 26], [-2 / 26, 12 / 26], 4 / 26),
+    "cispo": ([10 / 26, -8 / 26], [2 / 26, -12 / 26], -4 / 26),  # -A * logp = +A at logp = -1
+}
+
+
+@pytest.mark.parametrize("loss_type", list(HAND))
+def test_micro_batch_shares_by_hand_and_against_one_piece(loss_type):
+    """Each micro-batch's loss on each of 2 ranks, by hand; DDP's mean of the ranks' sums equals grpo_loss on
+    the global batch in one piece (bnpo: the mean of the ranks' one-piece losses, its definition). Bugs caught:
+    a share taken over the micro-batch instead of the rank's batch (grpo: -2/3 instead of -2/5), bnpo weighted
+    by completions, dapo divided by the rank's token count or not multiplied by the world size."""
+    r0, r1, ddp_mean = HAND[loss_type]
+    got = shares(loss_type)
+    assert got[0] == pytest.approx(r0, abs=1e-7) and got[1] == pytest.approx(r1, abs=1e-7)
+    assert (sum(got[0]) + sum(got[1])) / 2 == pytest.approx(ddp_mean, abs=1e-7)
+    batches = [rank_batch(0), rank_batch(1)]
+    if loss_type == "bnpo":  # the rank's own token mean, then DDP's mean
+        one = sum(grpo_loss(lp, lp, lp, a, m, loss_type="bnpo")[0].item() for lp, a, m in batches) / 2
+    else:
+        lp, a, m = (torch.cat(x) for x in zip(*batches, strict=True))  # (10, 4) the global batch in one process
+        one = grpo_loss(lp, lp, lp, a, m, loss_type=loss_type, max_completion_len=4)[0].item()
+    assert one == pytest.approx(ddp_mean, abs=1e-7)
+
+
+@pytest.mark.parametrize("loss_type", list(HAND))
+def test_entropy_bonus_shares_by_hand(loss_type):
+    """The bonus is c x the global batch's token mean of H for every loss type: H = 1 on rank 0's 12 tokens, 3 on
+    rank 1's 14, so c x (12 + 42) / 26 = c x 27/13, and each piece adds c x 2 x (its H sum) / 26. Bugs caught:
+    the rank's token mean (c x (1 + 3) / 2 = 2c), the micro-batch's, the bonus not multiplied by the world size
+    against DDP's mean (c x 27/26), or multiplied twice under dapo and cispo (issue 18 item 1: 2c x 27/13)."""
+    c = 0.5
+    H = [torch.full((5, 4), 1.0), torch.full((5, 4), 3.0)]
+    with_bonus, without = shares(loss_type, entropy=H, entropy_coef=c), shares(loss_type)
+    bonus = [[w - x for w, x in zip(a, b, strict=True)] for a, b in zip(with_bonus, without, strict=True)]
+    assert bonus[0] == pytest.approx([-c * 2 * 6 / 26, -c * 2 * 6 / 26], abs=1e-7)  # 6 and 6 tokens of H = 1
+    assert bonus[1] == pytest.approx([-c * 2 * 27 / 26, -c * 2 * 15 / 26], abs=1e-7)  # 9 and 5 tokens of H = 3
+    assert (sum(bonus[0]) + sum(bonus[1])) / 2 == pytest.approx(-c * 27 / 13, abs=1e-7)
+
+
+@pytest.mark.parametrize("loss_type", list(HAND))
+def test_share_of_a_batch_without_real_tokens_is_zero(loss_type):
+    """--mask-truncated can leave a rank (and every micro-batch of it) without a real token: its share is 0 with
+    a zero gradient, never 0/0 = NaN, which would skip the step on every rank. Bug caught: an unclamped count
+    (the rank's tokens for bnpo, the global count for dapo, cispo and the bonus)."""
+    logp = torch.randn(3, 4, requires_grad=True)
+    mask, zero = torch.zeros(3, 4), torch.tensor(0.0)
+    counts = dict(num_completions=5, rank_tokens=zero, num_tokens=zero, world_size=2)
+    loss, _ = grpo_loss(logp, logp.detach() + 0.1, logp.detach(), torch.randn(3), mask, loss_type=loss_type,
+                        entropy=torch.rand(3, 4), entropy_coef=0.1, **counts)  # fmt: skip
+    (g,) = torch.autograd.grad(loss, logp)
+    assert loss.item() == 0.0 and torch.equal(g, torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize("loss_type", list(HAND))
+@pytest.mark.parametrize("coef", [0.0, 0.2])
+def test_shares_give_the_one_piece_gradient(loss_type, coef):
+    """Random ratios, KL and entropies, mu > 1 style (logp != old): DDP's mean over 2 ranks of the gradients
+    accumulated over unequal micro-batches (3 + 2) equals the gradient of the global batch's loss in one piece
+    (bnpo: the mean of the ranks' one-piece losses; the bonus: the global token mean, for every loss type).
+    Bugs caught: any piece's share off by a factor (the gradient, not only the value, would be off), the
+    bonus's normaliser or world factor wrong, a normaliser taken from the piece where the batch's is meant."""
+    g = torch.Generator().manual_seed(7)
+    theta = (-torch.rand(10, 4, generator=g) * 2).requires_grad_(True)  # the "parameters": one row per completion
+    old = theta.detach() + 0.3 * torch.randn(10, 4, generator=g)
+    ref = theta.detach() + 0.2 * torch.randn(10, 4, generator=g)
+    adv = torch.randn(10, generator=g)
+    Hp = (torch.rand(10, 4, generator=g) * 2).requires_grad_(True)
+    lengths = [1, 2, 3, 4, 2, 4, 4, 1, 3, 2]
+    mask = (torch.arange(4)[None, :] < torch.tensor(lengths)[:, None]).float()
+    kw = dict(loss_type=loss_type, max_completion_len=4, entropy_coef=coef, entropy=Hp)
+    rows = [slice(0, 5), slice(5, 10)]
+    ddp_loss, ddp_grads = 0.0, [torch.zeros(10, 4), torch.zeros(10, 4)]
+    for r in rows:  # each rank: backward after each micro-batch (gradients add), then DDP's mean over 2 ranks
+        counts = dict(num_completions=5, rank_tokens=mask[r].sum(), num_tokens=mask.sum(), world_size=2)
+        for p in PIECES:
+            m = slice(r.start + p.start, r.start + p.stop)
+            loss, _ = grpo_loss(theta[m], old[m], ref[m], adv[m], mask[m], **counts, **{**kw, "entropy": Hp[m]})
+            for acc, gr in zip(ddp_grads, torch.autograd.grad(loss, (theta, Hp), allow_unused=True), strict=True):
+                acc += 0 if gr is None else gr / 2
+            ddp_loss += loss.item() / 2
+    if loss_type == "bnpo":  # by definition the ranks' own token means; the bonus is still the global one
+        one = sum(grpo_loss(theta[r], old[r], ref[r], adv[r], mask[r], loss_type="bnpo")[0] for r in rows) / 2
+        one = one - coef * (Hp * mask).sum() / mask.sum()
+    else:
+        one, _ = grpo_loss(theta, old, ref, adv, mask, **kw)
+    want = torch.autograd.grad(one, (theta, Hp), allow_unused=True)
+    assert ddp_loss == pytest.approx(one.item(), rel=1e-5, abs=1e-7)
+    assert torch.allclose(ddp_grads[0], want[0], atol=1e-6)
+    if coef:
+        assert torch.allclose(ddp_grads[1], want[1], atol=1e-7) and (want[1] != 0).any()
 
 
 # -----------------------------------------------------------------------------
