@@ -13,7 +13,7 @@ GRPO training driver: SFT -> GRPO on a small character-level GPT (or a model you
 With no <out-dir>/policy.pth (default out/<task>) the SFT policy is trained first and saved there; it is
 also the frozen reference pi_ref. --init-from starts from a nanoGPT checkpoint, a policy.pth or GPT-2
 weights instead (utils/init_from.py, no SFT); --task takes a task file or a JSONL dataset
-(utils/tasks.py, the task interface). Prompts of different lengths are left-padded (model.py). On shakespeare the reward is a learned reward model's score
+(tasks/base.py, the task interface). Prompts of different lengths are left-padded (model.py). On shakespeare the reward is a learned reward model's score
 (<out-dir>/rm.pth; with none there, preference pairs are sampled from the SFT policy and the reward
 model is trained first: simple_example.py, reward_model.py) and the rule it was trained to imitate is
 logged beside it as gold_r; --reward rule optimises the rule itself. Each step: B prompts x G completions are sampled with the KV cache, scored by the
@@ -405,7 +405,7 @@ def trace_update(step, it, logp, old, mask, stats):
     )
 
 
-tool = getattr(task, "tool", None)  # multi-turn rollouts: the environment's replies are written in (utils/tasks.py)
+tool = getattr(task, "tool", None)  # multi-turn rollouts: the environment's replies are written in (tasks/rollout.py)
 if tool is not None:
     try:
         call_id = trigger_id(tok, task.tool_trigger)
