@@ -154,3 +154,25 @@ def test_bad_inputs_fail_in_one_line(script, nanogpt_ckpt, tmp_path):
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, r.stderr)
         assert "Traceback" not in r.stderr and not os.path.exists(tmp_path / "x.csv")
+
+
+def test_the_docs_task_snippet_runs_as_written(tmp_path):
+    """docs/bring-your-own.md's code block, pasted into a file of its own, is a task train_grpo.py accepts, and
+    it is examples/reverse_task.py's code (whose training the page reports). Bug: the snippet missing an
+    import (it failed with NameError before its imports were added), or drifting from the example file."""
+    import re
+
+    from tasks import load_task
+
+    text = open(os.path.join(ROOT, "docs", "bring-your-own.md")).read()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "class ReverseTask" in b]
+    path = tmp_path / "my_task.py"
+    path.write_text(snippet)
+    task = load_task(f"{path}:ReverseTask")
+    g = torch.Generator().manual_seed(0)
+    prompts = task.sample_prompts(g, 4)
+    examples = task.sft_examples(g, 4)
+    assert all(task.correct([p], [c]) == [1.0] for p, c in examples)
+    assert len(prompts) == 4 and len(task.heldout) == 200
+    example = open(os.path.join(ROOT, "examples", "reverse_task.py")).read()
+    assert snippet.split("class ReverseTask")[1] in example  # the class body, to the last line
