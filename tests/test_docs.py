@@ -267,3 +267,12 @@ def test_fenced_commands_are_split_at_continuations_and_separators():
         ("b.py", ["--z"]),
         ("c.py", []),
     ]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    """.ci/run runs the README's test command verbatim, and the README's install uses PyTorch's CPU wheel index.
+    Bug: one edited without the other (CI then tests another install than a new user gets)."""
+    ci = (ROOT / ".ci" / "run").read_text().split("# --- the README's test command, verbatim:\n")[1].strip()
+    readme = (ROOT / "README.md").read_text()
+    assert f"```bash\n{ci}\n```" in readme
+    assert "--index-url https://download.pytorch.org/whl/cpu" in ci

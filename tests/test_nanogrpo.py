@@ -85,7 +85,7 @@ def test_smoke_sft_then_grpo(tiny_sft, tmp_path):
     [
         ("--nope=1", "bad argument '--nope=1'"),
         ("--steps", "bad argument '--steps'"),  # no value
-        ("--steps=ten", "--steps takes int values (default 1200), not 'ten'"),
+        ("--steps=ten", "--steps takes int values (default 200), not 'ten'"),
         ("--group_size=1", "group_size >= 2"),
         ("--init_from=/no/such/policy.pth", "cannot load"),
     ],
