@@ -91,6 +91,7 @@ def grpo_loss(
     num_completions=None, rank_tokens=None, num_tokens=None, world_size=1,  # the whole batch's counts
     importance_level="token", cispo_eps_max=5.0, delta=None,  # descendants, off by default (below)
     entropy=None, top_entropy_quantile=1.0, entropy_coef=0.0,
+    is_weight=None,  # off-policy samples (async rollouts): off_policy_weight, below
 ):  # fmt: skip
     """The clipped GRPO surrogate with a per-token k3 KL penalty (DeepSeekMath eq. 3), as a loss.
 
@@ -103,6 +104,8 @@ def grpo_loss(
     max_completion_len: dr_grpo's T (default mask.size(1)). num_completions, rank_tokens, num_tokens, world_size:
     the whole batch's counts when this call sees a piece of it (batch_share); num_tokens, the global batch's real
     tokens, is what "dapo", "cispo" and the entropy bonus divide by. Not given: the call's batch is the whole.
+    is_weight: (N, T) importance weights of samples drawn by another policy (off_policy_weight), multiplying the
+    policy-gradient term (detached; the KL term and the normaliser are unchanged); old_logp is then pi_prox.
     Returns (loss, stats); stats are detached masked means over this call's tokens.
     """
     if ref_logp is None and beta != 0:
@@ -131,6 +134,8 @@ def grpo_loss(
         pg_loss = torch.max(pg_loss1, pg_loss2)  # = -min(ratio*A, clip(ratio)*A)
     if top_entropy_quantile < 1:  # the policy gradient on the high-entropy tokens only (below)
         pg_loss = pg_loss * high_entropy_tokens(entropy, mask, top_entropy_quantile)  # (N, T)
+    if is_weight is not None:  # samples of another policy mu: the correction (below)
+        pg_loss = pg_loss * is_weight.detach()  # (N, T)
 
     # k3 KL estimator to the reference, per token (DeepSeekMath eq. 4); >= 0 by x - log x - 1 >= 0
     per_token, kl = pg_loss, None  # (N, T), or (N, 1) per sequence without a KL term
@@ -330,6 +335,54 @@ def truncated(tokens, eos_id):
     token is its last token has an all-ones mask too, and it is not truncated.
     """
     return ~(tokens == eos_id).any(dim=1)  # (N,)
+
+
+# -----------------------------------------------------------------------------
+# off-policy samples: rollouts drawn by an older policy (train_grpo.py --rollout-workers, docs/async.md)
+#
+# With asynchronous rollouts a batch is sampled by a behaviour policy mu, the learner's weights of a few updates
+# ago, and trained on by pi_theta. Three policies meet: mu (its log-probs are stored per token at sampling time),
+# pi_prox (the learner's weights when the step began: the proximal policy, the clip's anchor) and pi_theta.
+# Uncorrected, the ratio is taken against mu itself, pi_theta / mu, and the clip holds pi_theta near a policy that
+# is s updates old. Corrected, the ratio is pi_theta / pi_prox, as on-policy, and the sample is reweighted by
+# pi_prox / mu, which carries the expectation over mu to one over pi_prox (importance sampling). The weight is
+# detached (a correction of the data, not a term to optimise) and multiplies the policy-gradient term only:
+#
+#     loss_it = w_it * max(-ratio_it * A_i, -clip(ratio_it, 1 - eps, 1 + eps) * A_i) + beta * k3_it,
+#     ratio_it = pi_theta / pi_prox,   rho_it = pi_prox(o_it | ...) / mu(o_it | ...)
+#
+# The raw rho has a heavy tail (a token mu liked and pi_prox no longer does), so each method bounds it at C:
+#     "tis"        w_it = min(rho_it, C): token-level truncated importance sampling (Yao et al. 2025, "Your
+#                  efficient RL framework secretly brings you off-policy RL training"; verl's tis_imp_ratio_cap)
+#     "mis"        rho_i = prod_t rho_it over the completion's real tokens, w_i = rho_i if rho_i <= C else 0:
+#                  sequence-level masked importance sampling (Liu et al. 2025, "When speed kills stability"):
+#                  the whole completion leaves the gradient when its probability moved too far
+#     "decoupled"  w_it = rho_it where rho_it <= C, else 0: AReaL's decoupled PPO objective (Fu et al. 2025,
+#                  arXiv:2505.24298, eq. 5; behav_imp_weight_cap filters tokens above the cap)
+# At lag 0 mu == pi_prox and every w is 1 (up to the float rounding of the sampler's log-probs): the on-policy loss.
+
+OFF_POLICY = ("none", "tis", "mis", "decoupled")
+
+
+def off_policy_weight(prox_logp, behav_logp, mask, mode, cap=2.0):
+    """Importance weights for samples of mu trained against pi_prox (above). prox_logp, behav_logp, mask: (N, T);
+    mode: "tis" | "mis" | "decoupled"; cap: C > 1. Returns (w (N, T) detached, stats): is_capped_frac, the share of
+    real tokens whose weight the cap changed (tis: truncated to C; mis, decoupled: set to 0), is_weight, the mean w.
+    """
+    if mode not in OFF_POLICY[1:]:
+        raise ValueError(f"unknown off-policy correction {mode!r}; expected one of {', '.join(OFF_POLICY[1:])}")
+    if not cap > 1:
+        raise ValueError(f"the importance-weight cap must exceed 1, got {cap}")
+    mask = mask.float()
+    log_rho = (prox_logp.detach() - behav_logp.detach()) * mask  # (N, T), 0 off the mask
+    if mode == "mis":
+        log_rho = log_rho.sum(1, keepdim=True).expand_as(mask)  # (N, T) every token holds its completion's log rho_i
+    rho = torch.exp(log_rho)
+    capped = rho > cap
+    w = torch.clamp(rho, max=cap) if mode == "tis" else rho.masked_fill(capped, 0.0)  # (N, T)
+    n = mask.sum().clamp(min=1)
+    stats = {"is_capped_frac": (capped.float() * mask).sum() / n, "is_weight": (w * mask).sum() / n}
+    return w * mask, stats
 
 
 # -----------------------------------------------------------------------------

@@ -40,6 +40,8 @@ import copy
 import json
 import math
 import os
+import re
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -49,10 +51,19 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from grpo import clip_range, group_advantages, grpo_loss, token_entropy, token_entropy_pieces, truncated
+from grpo import (
+    clip_range,
+    group_advantages,
+    grpo_loss,
+    off_policy_weight,
+    token_entropy,
+    token_entropy_pieces,
+    truncated,
+)
 from model import completion_logprobs, completion_logprobs_chunked
 from reward_model import DivergedError, add_rm_args, setup_rewards
 from tasks import TaskError, add_task_args, complete, encode_prompts, load_task, total_reward, trigger_id
+from utils import async_rl
 from utils.ckpt import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.common import (
     HelpFormatter,
@@ -104,6 +115,9 @@ memory_args = parser.add_argument_group("memory (docs/memory.md: the same gradie
 log_args = parser.add_argument_group("logging and evaluation")
 run_args = parser.add_argument_group("checkpoint and run")
 device_args = parser.add_argument_group("device (DDP: launch with torchrun, no flag)")
+async_args = parser.add_argument_group(
+    "async rollouts (docs/async.md: torchrun --nproc_per_node=K+1 ... --rollout-workers K)"
+)
 rm_args = parser.add_argument_group(
     "reward model (--task shakespeare --reward rm, trained if <out-dir>/rm.pth is missing)"
 )
@@ -188,6 +202,31 @@ rollout_args.add_argument(
 rollout_args.add_argument(
     "--max-resample", type=at_least(1), default=4, help="dynamic sampling: most extra rollouts per step"
 )
+async_args.add_argument(
+    "--rollout-workers",
+    type=at_least(1),
+    default=None,
+    help="K of the torchrun ranks only sample and score, rank 0 trains; rollouts and weights go by torch.distributed",
+)
+async_args.add_argument(
+    "--max-staleness",
+    type=at_least(0),
+    default=1,
+    help="S: step s trains on a batch sampled by the policy of S steps before (workers wait for it); 0 = in lockstep",
+)
+async_args.add_argument(
+    "--off-policy",
+    choices=["none", "tis", "mis", "decoupled"],
+    default="none",
+    help="correction for samples of an older policy (grpo.py): none = ratio against the behaviour policy; tis, mis, "
+    "decoupled = ratio against the learner's, samples reweighted",
+)
+async_args.add_argument(
+    "--is-cap",
+    type=positive(),
+    default=2.0,
+    help="C: cap on the importance weights of --off-policy tis, mis, decoupled",
+)
 optim_args.add_argument("--lr", type=positive(), default=3e-4, help="learning rate (Adam)")
 optim_args.add_argument("--grad-clip", type=positive(), default=1.0, help="clip the gradient's total 2-norm to this")
 memory_args.add_argument(
@@ -223,6 +262,10 @@ if args.entropy_coef < 0:
 eps_high = clip_range(args.importance_level, args.clip_eps, args.clip_eps_high)[1]
 if args.delta is not None and (args.loss_type == "cispo" or args.delta <= 1 + eps_high):
     parser.error(f"--delta must exceed 1 + the upper clip ({1 + eps_high:g}) and is not for --loss-type cispo")
+if args.is_cap <= 1:
+    parser.error(f"--is-cap must exceed 1, got {args.is_cap}")
+if args.rollout_workers and args.dynamic_sampling:
+    parser.error("--dynamic-sampling resamples within a step; with --rollout-workers each batch is sampled once")
 if args.rollout_groups < 0:
     parser.error(f"--rollout-groups must be >= 0, got {args.rollout_groups}")
 wandb = require_wandb(fail) if args.wandb else None
@@ -245,9 +288,18 @@ if args.resume and not os.path.exists(ckpt_path):
 device = pick_device(args.device)
 ddp, rank, local_rank, world, device = compute_init(device)
 master = rank == 0
+K = args.rollout_workers  # async (utils/async_rl.py): rank 0 trains, ranks 1..K sample; None: every rank trains
+worker = K is not None and rank > 0
+if K is not None:
+    if world != K + 1:
+        fail(
+            f"--rollout-workers {K} needs torchrun with --nproc_per_node={K + 1} (one learner), got {world} process(es)"
+        )
+    ddp, world = False, 1  # one learner: no DDP wrapper, no collective over the training ranks
 if args.batch_size % world:
     fail(f"--batch-size {args.batch_size} is not divisible by the {world} DDP processes")
 B, G = args.batch_size // world, args.group_size  # prompts per rank, completions per prompt
+shard = 0 if K else rank  # this rank's slice of each step's batch (a rollout worker samples all of it)
 if args.micro_batch_size and args.micro_batch_size < B * G and args.top_entropy_quantile < 1:
     fail("--top-entropy-quantile < 1 takes its threshold over the rank's whole batch, not per micro-batch: "
          f"use a --micro-batch-size of at least {B * G} (the rank's B*G completions) with it")  # fmt: skip
@@ -333,6 +385,9 @@ columns += ["tool_frac", "tool_calls", "env_frac"] if getattr(task, "tool", None
 step_metrics = getattr(task, "step_metrics", None)  # a task's own per-step rollout columns
 columns += list(step_metrics(task.heldout[:1], [""])) if step_metrics else []
 columns += [k for k in sft_eval if k not in columns]  # a task's own evaluation keys
+off_policy = K is not None or args.off_policy != "none"  # samples that may come from another policy than pi_prox
+columns += (["policy_lag"] if K else []) + (["behav_kl"] if off_policy else [])
+columns += ["is_weight", "is_capped_frac"] if args.off_policy != "none" else []
 if master:
     logger = CSVLogger(args.log, columns, resume_step=start_step if args.resume else None)
     samples_path = os.path.splitext(args.log)[0] + "_samples.txt"
@@ -416,17 +471,102 @@ if tool is not None:
 def rollout(prompts, u):
     """Sample G completions for each prompt (left-padded to the longest). Returns (seq (n*G, P+T),
     completions text, prompt_mask (n*G, P) 1 = real prompt token, mask (n*G, T) 1 = completion token,
-    env_mask (n*G, T) 1 = a token the task's tool wrote)."""
+    env_mask (n*G, T) 1 = a token the task's tool wrote, behav_logp (n*G, T) the sampler's log-probs).
+    Raises TaskError (a bad prompt, a tool that failed)."""
+    with ctx:
+        return complete(
+            policy, tok, [p for p in prompts for _ in range(G)], T, uses_eos=task.uses_eos,
+            temperature=args.temperature, uniforms=u, device=device, block_size=block_size,
+            tool=tool, tool_trigger=getattr(task, "tool_trigger", None), return_logp=True,
+        )  # fmt: skip
+
+
+def step_prompts(g):
+    """One draw of the global batch's prompts and random numbers from g: this rank's slice (prompts, u)."""
+    prompts_all = task.sample_prompts(g, args.batch_size)
+    u_all = torch.rand(args.batch_size * G, T, generator=g)
+    return prompts_all[shard * B : (shard + 1) * B], u_all[shard * B * G : (shard + 1) * B * G]
+
+
+def sample_draw(prompts, u):
+    """Roll out and score this rank's prompts: the draw dict the step trains on. Raises TaskError."""
+    texts, seq, pmask, mask, env_mask, behav_logp = rollout(prompts, u)
+    # the environment's tokens are context, never trained on: out of the mask every loss term, normaliser
+    # and column below sees
+    mask = mask * (1 - env_mask)  # (n*G, T)
+    rewards, parts = total_reward(reward_funcs, [p for p in prompts for _ in range(G)], texts)
+    draw = dict(prompts=prompts, seq=seq, pmask=pmask, texts=texts, mask=mask, r=torch.tensor(rewards), parts=parts)
+    draw["env_mask"], draw["behav_logp"] = env_mask, behav_logp
+    return draw
+
+
+def add_calls(draw):
+    """Calls per completion, the trigger tokens the policy wrote (a task with a tool), into the draw."""
+    if tool is not None:
+        draw["calls"] = ((draw["seq"][:, draw["pmask"].size(1) :] == call_id) * draw["mask"]).sum(1)  # (n*G,)
+    return draw
+
+
+def step_generator(step):
+    """The generator of every random draw of a step, seeded by (--seed, step): resumed, split or async runs
+    sample what one uninterrupted process would."""
+    return torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+
+
+def gloo_reason(e):
+    """The reason in a gloo error's first line, without the source location: 'Read error ...: Connection reset'."""
+    return re.sub(r"^\[[^\]]*\]\s*", "", str(e).splitlines()[0] if str(e) else repr(e))[:100]
+
+
+def receive_draw(step, prompts):
+    """The learner's side: the batch the step's worker sampled, as the draw dict sample_draw makes (prompts: the
+    step's own, which the worker drew from the same generator). A worker that failed or died stops the run."""
+    src = async_rl.owner(step, start_step, K)
     try:
-        with ctx:
-            texts, seq, pmask, mask, env_mask = complete(
-                policy, tok, [p for p in prompts for _ in range(G)], T, uses_eos=task.uses_eos,
-                temperature=args.temperature, uniforms=u, device=device, block_size=block_size,
-                tool=tool, tool_trigger=getattr(task, "tool_trigger", None),
-            )  # fmt: skip
-    except TaskError as e:  # a bad prompt, or a tool that failed: before this step's update
-        fail(f"--task {args.task}: {e}")
-    return seq, texts, pmask, mask, env_mask
+        b = async_rl.recv_batch(src)
+    except async_rl.WorkerError as e:  # e.g. a tool that raised: the message names the prompt
+        fail(f"rollout worker on rank {src}, step {step}: {e}")
+    except RuntimeError as e:  # gloo: the worker's connection closed (killed, crashed) or timed out
+        fail(
+            f"rollout worker on rank {src} stopped before sending step {step} ({gloo_reason(e)}); "
+            f"the last checkpoint, {ckpt_path}, resumes with --resume",
+            code=1,
+        )
+    if b["step"] != step or b["seq"].size(0) != len(prompts) * G:
+        fail(f"rollout worker on rank {src} sent step {b['step']} ({b['seq'].size(0)} rows) for step {step}", code=1)
+    out = b["seq"][:, b["pmask"].size(1) :].tolist()
+    texts = [tok.decode_completion(r) for r in out] if task.uses_eos else [tok.decode(r) for r in out]
+    parts = {name: b["parts"][:, i].tolist() for i, (name, _, _) in enumerate(reward_funcs)}
+    draw = dict(prompts=prompts, seq=b["seq"].to(device), pmask=b["pmask"].to(device), texts=texts, parts=parts)
+    draw.update(mask=b["mask"].to(device), r=b["r"], env_mask=b["env_mask"].to(device))
+    draw.update(behav_logp=b["behav_logp"].to(device), version=b["version"])
+    return draw
+
+
+def serve_rollouts():
+    """A rollout worker's whole run (utils/async_rl.py): for each step it owns, wait for the weights of the
+    version the step needs, sample and score the batch, send it to the learner (rank 0)."""
+    version = start_step  # the weights every rank loaded (the SFT policy, or the --resume checkpoint)
+    names = [name for name, _, _ in reward_funcs]
+    for step in range(start_step + 1, args.steps + 1):
+        if async_rl.owner(step, start_step, K) != rank:
+            continue
+        wanted = async_rl.need(step, start_step, args.max_staleness)
+        if version < wanted:  # pacing: wait for the learner's weights of that version
+            version = async_rl.recv_weights(policy, 0)
+            if version != wanted:
+                raise RuntimeError(
+                    f"rank {rank} received the weights of version {version} for step {step}, not {wanted}"
+                )
+        prompts, u = step_prompts(step_generator(step))
+        try:
+            draw = sample_draw(prompts, u)
+        except TaskError as e:  # reported by the learner, with the prompt the tool was called on
+            async_rl.send_error(step, f"--task {args.task}: {e}", 0)
+            return 2
+        parts = torch.tensor([draw["parts"][n] for n in names]).T.reshape(len(draw["texts"]), len(names))  # (n*G, R)
+        async_rl.send_batch({**draw, "step": step, "version": version, "parts": parts}, 0)
+    return 0
 
 
 def logprobs(model, seq, n_prompt, pmask):
@@ -452,6 +592,14 @@ def pad_prompts(seqs, pmasks):
     return seqs, [torch.cat([m.new_zeros((m.size(0), P - m.size(1))), m], 1) for m in pmasks]
 
 
+if worker:  # a rollout worker samples the learner's batches, then leaves (utils/async_rl.py)
+    code = serve_rollouts()
+    if code:  # the learner reports the failure and stops; torchrun then ends this process
+        dist.barrier()
+    compute_cleanup(True)
+    sys.exit(code)
+pending = []  # the learner's weight messages still in flight (async)
+
 # -----------------------------------------------------------------------------
 # training loop
 
@@ -462,38 +610,31 @@ t_start = time.time() - elapsed
 for step in pbar:
     t_step = time.time()
     # --- rollout: every rank draws the global batch's random numbers and takes its slice
-    g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+    g = step_generator(step)
     draws = []  # (draw, indices of its groups we train on)
     for _attempt in range(1 + (args.max_resample if args.dynamic_sampling else 0)):
-        prompts_all = task.sample_prompts(g, args.batch_size)
-        u_all = torch.rand(args.batch_size * G, T, generator=g)
-        prompts = prompts_all[rank * B : (rank + 1) * B]
-        u = u_all[rank * B * G : (rank + 1) * B * G]
-        seq, texts, pmask, mask, env_mask = rollout(prompts, u)
-        # the environment's tokens are context, never trained on: out of the mask every loss term, normaliser
-        # and column below sees
-        mask = mask * (1 - env_mask)  # (n*G, T)
-        try:
-            rewards, parts = total_reward(reward_funcs, [p for p in prompts for _ in range(G)], texts)
-        except TaskError as e:
-            fail(str(e))
-        r = torch.tensor(rewards)
-        draw = dict(prompts=prompts, seq=seq, pmask=pmask, texts=texts, mask=mask, r=r, parts=parts)
-        draw["env_mask"] = env_mask
-        if tool is not None:  # calls per completion: the trigger tokens the policy wrote
-            draw["calls"] = ((seq[:, pmask.size(1) :] == call_id) * mask).sum(1)  # (n*G,)
+        prompts, u = step_prompts(g)
+        if K:  # async: the batch a worker sampled for this step (utils/async_rl.py)
+            draw = receive_draw(step, prompts)
+        else:
+            try:
+                draw = sample_draw(prompts, u)
+            except TaskError as e:  # a bad prompt, or a tool that failed: before this step's update
+                fail(f"--task {args.task}: {e}")
+        add_calls(draw)
         keep = list(range(B))
         if args.dynamic_sampling:  # DAPO: a group whose rewards are all equal has advantage 0, drop it
-            keep = (r.view(B, G).std(dim=1) > 0).nonzero().flatten().tolist()
+            keep = (draw["r"].view(B, G).std(dim=1) > 0).nonzero().flatten().tolist()
         draws.append((draw, keep))
         if sum(len(k) for _, k in draws) >= B:
             break
     first = draws[0][0]  # the first, unfiltered draw: its rewards are the honest on-policy figures
     # no informative group in any draw: train on the first draw (advantages 0, the KL term alone)
     rows = [(d, b) for d, keep in draws for b in keep][:B] or [(first, b) for b in range(B)]
-    picked = {k: [d[k][b * G : (b + 1) * G] for d, b in rows] for k in ("seq", "pmask", "mask", "r")}
+    picked = {k: [d[k][b * G : (b + 1) * G] for d, b in rows] for k in ("seq", "pmask", "mask", "r", "behav_logp")}
     seq, pmask = (torch.cat(x) for x in pad_prompts(picked["seq"], picked["pmask"]))  # (n*G, P+T), (n*G, P)
     mask, r = torch.cat(picked["mask"]), torch.cat(picked["r"])
+    behav = torch.cat(picked["behav_logp"])  # (n*G, T) log mu: the sampler's log-probs, stored at sampling time
     P = pmask.size(1)
     loss_mask = mask  # (n*G, T) the tokens the loss sees
     if args.mask_truncated:  # DAPO overlong filtering: a completion that never ended leaves the loss
@@ -526,7 +667,7 @@ for step in pbar:
     lr = lr_at(step, args.steps, args.lr, args.warmup_frac, args.lr_schedule)
     for pg in optimizer.param_groups:
         pg["lr"] = lr
-    losses, norms, last_stats, entropy, bad = [], [], {}, float("nan"), False
+    losses, norms, last_stats, entropy, bad, off_stats = [], [], {}, float("nan"), False, []
     if args.num_iterations > 1:  # a NaN in update 2+ undoes the step's earlier updates too
         saved = copy.deepcopy((policy.state_dict(), optimizer.state_dict()))
     for it in range(args.num_iterations):
@@ -544,7 +685,17 @@ for step in pbar:
                 if H is None and (args.entropy_coef != 0 or args.top_entropy_quantile < 1):
                     H = token_entropy(out)  # (M, T) per-token entropy with gradient: the bonus and the top-entropy mask
                 out = None  # the logits live on only in the graph, which frees them once the backward has used them
-                old = logp.detach() if old_logp is None else old_logp[m]
+                old = logp.detach() if old_logp is None else old_logp[m]  # pi_prox: the weights the step began with
+                is_w, off = None, {}
+                if off_policy:  # samples of mu, possibly older than pi_prox (grpo.py, off-policy samples)
+                    off["behav_kl"] = ((behav[m] - old) * lm).sum() / lm.sum().clamp(min=1)  # k1 of KL(mu || pi_prox)
+                    if args.off_policy != "none":  # ratio against pi_prox, the sample reweighted by pi_prox / mu
+                        is_w, is_stats = off_policy_weight(old, behav[m], lm, args.off_policy, args.is_cap)
+                        off.update(is_stats)
+                    else:  # uncorrected: the ratio against the behaviour policy itself
+                        old = behav[m]
+                if it == 0 and off:
+                    off_stats.append(off)
                 loss_m, stats = grpo_loss(
                     logp,
                     old,
@@ -566,6 +717,7 @@ for step in pbar:
                     entropy=H,
                     top_entropy_quantile=args.top_entropy_quantile,
                     entropy_coef=args.entropy_coef,
+                    is_weight=is_w,
                 )
                 if step in args.debug_nan_steps and it == args.debug_nan_update:
                     loss_m = loss_m * float("nan")  # fault injection (tests only)
@@ -598,6 +750,10 @@ for step in pbar:
         norms.append(grad_norm.item())
         last_stats = stats
     bad_streak = bad_streak + 1 if bad else 0
+    if K and step + 1 + args.max_staleness <= args.steps:  # version `step` to the worker of step + 1 + S, at once
+        pending = [w for w in pending if not w.is_completed()]
+        dst = async_rl.owner(step + 1 + args.max_staleness, start_step, K)
+        pending += async_rl.send_weights(policy, step, dst)
     # --- logging
     # every column over the global batch (all ranks), as utils/metrics.py defines it: rewards and lengths
     # of the first draw, token means of the batch trained on, tokens/s of everything sampled
@@ -621,6 +777,11 @@ for step in pbar:
         "skipped": int(bad),
         "kept_groups": int((r_global.view(-1, G).std(dim=1) > 0).sum()),  # informative groups trained on
     }
+    if K:
+        row["policy_lag"] = step - 1 - first["version"]  # learner steps between the sampling policy and this one
+    if off_stats:  # token means over the batch trained on, before the step's first update
+        counts = [loss_mask[m].sum() for m in micro]
+        row.update({key: combine([float(o[key]) for o in off_stats], counts) for key in off_stats[0]})
     for name in reward_names:
         row[f"r_{name}"] = gather(first["parts"][name])[0].mean().item()
     if tool is not None:
@@ -638,6 +799,9 @@ for step in pbar:
         row.update(step_metrics(prompts_all_ranks, texts_all_ranks))
     if trace is not None:
         trace.append({"step": step, "r_first": r0, "r_trained": r_global, "kept_groups": row["kept_groups"]})
+        if K:  # what the lag test recomputes: the batch, mu's log-probs, its version, the weights after the step
+            trace[-1].update(seq=seq, pmask=pmask, mask=loss_mask, behav_logp=behav, version=first["version"])
+            trace[-1]["weights"] = async_rl.flat_params(policy)
         torch.save(trace, args.debug_trace)
     if master and (step % args.eval_every == 0 or step == args.steps):
         row.update(evaluate(policy))
@@ -712,5 +876,7 @@ if master:
         f"held-out {task.name}: SFT {console(sft_eval)} -> GRPO {console(final_eval)} in {summary['grpo_time_s']}s; "
         f"log {args.log}"
     )
+for w in pending:  # every weight message delivered before the process group goes
+    w.wait()
 train_model = None  # the DDP wrapper holds the process group: let compute_cleanup free it
-compute_cleanup(ddp)
+compute_cleanup(ddp or K is not None)

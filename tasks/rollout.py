@@ -44,6 +44,7 @@ def complete(
     block_size=None,
     tool=None,
     tool_trigger=None,
+    return_logp=False,
 ):
     """Complete prompts of any lengths: left-padded, model.generate, decoded as reward functions see them.
 
@@ -54,6 +55,8 @@ def complete(
     Returns (texts [B], seq (B, P + T) long prompt then completion, prompt_mask (B, P) long 1 = real
     prompt token, mask (B, T) float 1 = completion token: up to and including the end token, or all,
     env_mask (B, T) float 1 = a token the tool wrote (inside mask; all 0 without a tool)).
+    return_logp: also the behaviour log-probs (B, T) float, last: log-probs of the sampled tokens under the
+    distribution they were drawn from (model.generate's), 0 outside mask and on the tool's tokens.
     """
     rows = encode_prompts(tok, prompts, max_new_tokens, block_size)
     idx, prompt_mask = left_pad(rows, tok.pad_id)  # (B, P)
@@ -62,18 +65,19 @@ def complete(
     # an all-ones mask (every prompt the same length) takes generate's unpadded path: the same numbers
     kw = dict(temperature=temperature, eos_id=eos_id, uniforms=uniforms, attention_mask=prompt_mask)
     if tool is None:
-        out, _ = model.generate(idx, max_new_tokens, **kw)  # (B, T)
+        out, logp = model.generate(idx, max_new_tokens, **kw)  # (B, T)
         env = torch.zeros(out.shape, device=out.device)
     else:
         call = functools.partial(_call_tool, tool, tok, prompts)
-        out, _, env = model.generate(idx, max_new_tokens, tool=call, trigger_id=trigger_id(tok, tool_trigger), **kw)
+        out, logp, env = model.generate(idx, max_new_tokens, tool=call, trigger_id=trigger_id(tok, tool_trigger), **kw)
     if uses_eos:
         texts = [tok.decode_completion(r) for r in out.tolist()]
         mask = completion_mask(out, eos_id)  # (B, T) real tokens up to and including the end token
     else:
         texts = [tok.decode(r) for r in out.tolist()]
         mask = torch.ones_like(out, dtype=torch.float)
-    return texts, torch.cat([idx, out], dim=1), prompt_mask, mask, env * mask
+    result = texts, torch.cat([idx, out], dim=1), prompt_mask, mask, env * mask
+    return (*result, logp.float() * mask * (1 - env)) if return_logp else result
 
 
 def trigger_id(tok, trigger):

@@ -60,6 +60,15 @@ the replies' characters too, and eval_think_frac, eval_acc_think every worked so
                 step's wall time
   kept_groups   GRPO: groups trained on whose G rewards are not all equal (non-zero advantage); without
                 --dynamic-sampling B x (1 - frac_zero_std), with it the groups kept, 0 when no draw had one
+  policy_lag    async (--rollout-workers): learner steps between the policy that sampled the step's batch and the
+                one it trains (utils/async_rl.py): min(--max-staleness, steps done since the run began)
+  behav_kl      async or --off-policy: masked mean of log mu - log pi_prox over the tokens trained on, mu the
+                sampler's stored log-probs, pi_prox the learner's weights as the step began: a k1 estimate of
+                KL(mu || pi_prox), 0 at lag 0 up to the float rounding of the sampler (KV cache) path
+  is_weight     --off-policy tis, mis, decoupled: masked mean of the importance weight w the policy-gradient term
+                was multiplied by (grpo.py off_policy_weight), before the step's first update
+  is_capped_frac  the share of those tokens whose weight the cap --is-cap changed (tis: truncated to C; mis: in a
+                completion whose weight exceeded C, decoupled: a token whose weight did, both set to 0)
   skipped       1 if the step was skipped because a loss or gradient was NaN or inf: none of its
                 updates was applied (loss and grad_norm are then empty)
 Beside the CSV, <log stem>_rollouts.jsonl holds a few whole groups of step 1 and of every --eval-every step
