@@ -25,6 +25,7 @@ DRIVERS = {
         "logging and evaluation",
         "checkpoint and run",
         "device",
+        "async rollouts",
         "reward model",
     ],
     "train_ppo.py": [
