@@ -5,6 +5,7 @@ GRPO training driver: SFT -> GRPO on a small character-level GPT (or a model you
     python train_grpo.py --task shakespeare                # RLHF against a learned reward model
     python train_grpo.py --resume                          # continue from <out-dir>/grpo_ckpt.pt
     torchrun --standalone --nproc_per_node=2 train_grpo.py # data-parallel (gloo on CPU, nccl on CUDA)
+    torchrun --standalone --nproc_per_node=2 train_grpo.py --rollout-workers 1   # async: 1 sampler, 1 learner
     python train_grpo.py --init-from ../nanoGPT/out-shakespeare-char/ckpt.pt --task shakespeare
     python train_grpo.py --init-from gpt2 --task jsonl:qa.jsonl --device cuda   # GPT-2 weights, your data
     python train_grpo.py --init-from gpt2 --task jsonl:qa.jsonl --micro-batch-size 8 --logits-chunk-size 1024
@@ -211,8 +212,9 @@ async_args.add_argument(
 async_args.add_argument(
     "--max-staleness",
     type=at_least(0),
-    default=1,
-    help="S: step s trains on a batch sampled by the policy of S steps before (workers wait for it); 0 = in lockstep",
+    default=None,
+    help="S: step s trains on a batch sampled by the policy of S steps before (workers wait for it); 0 = in lockstep "
+    "(default: 1)",
 )
 async_args.add_argument(
     "--off-policy",
@@ -264,6 +266,9 @@ if args.delta is not None and (args.loss_type == "cispo" or args.delta <= 1 + ep
     parser.error(f"--delta must exceed 1 + the upper clip ({1 + eps_high:g}) and is not for --loss-type cispo")
 if args.is_cap <= 1:
     parser.error(f"--is-cap must exceed 1, got {args.is_cap}")
+if args.max_staleness is not None and not args.rollout_workers:
+    parser.error("--max-staleness bounds the lag of the rollout workers' samples: it needs --rollout-workers")
+args.max_staleness = 1 if args.max_staleness is None else args.max_staleness
 if args.rollout_workers and args.dynamic_sampling:
     parser.error("--dynamic-sampling resamples within a step; with --rollout-workers each batch is sampled once")
 if args.rollout_groups < 0:
@@ -386,7 +391,7 @@ step_metrics = getattr(task, "step_metrics", None)  # a task's own per-step roll
 columns += list(step_metrics(task.heldout[:1], [""])) if step_metrics else []
 columns += [k for k in sft_eval if k not in columns]  # a task's own evaluation keys
 off_policy = K is not None or args.off_policy != "none"  # samples that may come from another policy than pi_prox
-columns += (["policy_lag"] if K else []) + (["behav_kl"] if off_policy else [])
+columns += (["policy_lag", "wait_s"] if K else []) + (["behav_kl"] if off_policy else [])
 columns += ["is_weight", "is_capped_frac"] if args.off_policy != "none" else []
 if master:
     logger = CSVLogger(args.log, columns, resume_step=start_step if args.resume else None)
@@ -615,7 +620,9 @@ for step in pbar:
     for _attempt in range(1 + (args.max_resample if args.dynamic_sampling else 0)):
         prompts, u = step_prompts(g)
         if K:  # async: the batch a worker sampled for this step (utils/async_rl.py)
+            t_wait = time.time()
             draw = receive_draw(step, prompts)
+            wait_s = time.time() - t_wait
         else:
             try:
                 draw = sample_draw(prompts, u)
@@ -779,6 +786,7 @@ for step in pbar:
     }
     if K:
         row["policy_lag"] = step - 1 - first["version"]  # learner steps between the sampling policy and this one
+        row["wait_s"] = wait_s
     if off_stats:  # token means over the batch trained on, before the step's first update
         counts = [loss_mask[m].sum() for m in micro]
         row.update({key: combine([float(o[key]) for o in off_stats], counts) for key in off_stats[0]})

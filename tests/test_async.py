@@ -217,7 +217,7 @@ def test_async_run_with_each_correction_logs_its_columns(sft_dir, tmp_path, mode
     assert p.returncode == 0, p.stderr[-3000:]
     r = rows(d / "g.csv")[1:]
     assert [x["policy_lag"] for x in r] == ["0", "1", "1", "1"]
-    assert all(math.isfinite(float(x["behav_kl"])) for x in r)
+    assert all(math.isfinite(float(x["behav_kl"])) and float(x["wait_s"]) >= 0 for x in r)
     assert abs(float(r[0]["behav_kl"])) < 1e-5 < abs(float(r[-1]["behav_kl"]))  # lag 0, then a real gap
     if mode != "none":
         assert abs(float(r[0]["is_weight"]) - 1) < 1e-4 and float(r[-1]["is_weight"]) != pytest.approx(1.0, abs=1e-6)
@@ -230,6 +230,8 @@ def test_rollout_workers_needs_torchrun(sft_dir):
     assert p.returncode == 2 and "--nproc_per_node=2" in p.stderr, p.stderr
     p = run("train_grpo.py", "--out-dir", sft_dir, "--steps", 1, *SMALL, "--rollout-workers", 1, "--dynamic-sampling")
     assert p.returncode == 2 and "--dynamic-sampling" in p.stderr, p.stderr
+    p = run("train_grpo.py", "--out-dir", sft_dir, "--steps", 1, *SMALL, "--max-staleness", 2)  # silently ignored?
+    assert p.returncode == 2 and "needs --rollout-workers" in p.stderr, p.stderr
 
 
 def worker_pid(marker):

@@ -1,9 +1,9 @@
 """The async measurements of docs/async.md: throughput sync vs async at equal samples, and held-out accuracy against
 the staleness S with and without an off-policy correction. Every run is a real train_grpo.py run; its CSV is kept.
 
-    python tools/async_sweep.py speed --seeds 1 2 3 --steps 30      # completions/s: sync (2 threads) vs async
+    python tools/async_sweep.py speed --task chain --steps 20       # completions/s: sync (2 and 1 threads), async
     python tools/async_sweep.py accuracy --seeds 1 2 3 --steps 120  # eval_acc at S = 0, 1, 2, 4 x corrections
-    python tools/async_sweep.py table --out results/async           # the tables and the plot from the CSVs
+    python tools/async_sweep.py table --out logs/async               # the tables and the plot from the CSVs
 
 Each run starts from the task's SFT policy in <out>/sft_<task>/policy.pth (trained once, by the first run). Sync
 runs are one process with OMP_NUM_THREADS=2; async runs are torchrun with one learner and one worker
@@ -68,12 +68,14 @@ def main():
     parser.add_argument("--lr", type=float, default=None, help="train_grpo.py --lr (default: its default)")
     parser.add_argument("--configs", default=None, help="comma list of S:correction (default: all of CONFIGS)")
     parser.add_argument("--out", default="logs/async")
+    parser.add_argument("--prefix", default="", help="table: the CSVs' name prefix (results/: async_)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     extra = ["--eval-every", 20] + (["--lr", args.lr] if args.lr else [])
-    if args.what == "speed":  # sync (2 threads) and async (S = 1) alternating, seed by seed
+    if args.what == "speed":  # sync (2 threads, then 1) and async (S = 1) alternating, seed by seed
         for seed in args.seeds:
             train(args.out, f"speed_{args.task}_sync_seed{seed}", args.task, seed, args.steps, extra)
+            train(args.out, f"speed_{args.task}_sync1thread_seed{seed}", args.task, seed, args.steps, extra, threads=1)
             train(args.out, f"speed_{args.task}_async_seed{seed}", args.task, seed, args.steps,
                   extra + ["--max-staleness", 1], workers=1)  # fmt: skip
     elif args.what == "accuracy":
@@ -85,7 +87,7 @@ def main():
                 flags = extra + ["--max-staleness", s, "--off-policy", corr]
                 train(args.out, name_of(args.task, s, corr, seed), args.task, seed, args.steps, flags, workers=1)
     else:
-        table(args.out)
+        table(args.out, args.prefix)
 
 
 def markdown(df, digits=3):
@@ -96,22 +98,25 @@ def markdown(df, digits=3):
     return "\n".join(lines)
 
 
-def table(out):
+def table(out, prefix=""):
     """Print docs/async.md's tables (markdown) from the CSVs in out, and draw <out>/staleness.png."""
     speed = []
-    for path in sorted(glob.glob(os.path.join(out, "speed_*_seed*.csv"))):
-        task, mode, seed = os.path.basename(path)[len("speed_") : -len(".csv")].rsplit("_", 2)
+    for path in sorted(glob.glob(os.path.join(out, f"{prefix}speed_*_seed*.csv"))):
+        task, mode, seed = os.path.basename(path)[len(prefix + "speed_") : -len(".csv")].rsplit("_", 2)
         df = pd.read_csv(path)
         last = df.iloc[-1]
         n = (len(df) - 1) * int(df["step"].iloc[-1] > 0)
-        speed.append(dict(task=task, mode=mode, seed=seed, steps=n, time_s=last["time_s"]))
+        wait = df["wait_s"].iloc[1:].sum() / last["time_s"] if "wait_s" in df else float("nan")
+        speed.append(dict(task=task, mode=mode, seed=seed, steps=n, time_s=last["time_s"], learner_wait_share=wait))
     if speed:
         sp = pd.DataFrame(speed)
         sp["completions_per_s"] = sp["steps"] * BG / sp["time_s"]
-        print(markdown(sp, 1))
+        print(markdown(sp, 2))
+        mean = sp.groupby(["task", "mode"])["completions_per_s"].agg(["mean", "std"]).reset_index()
+        print(markdown(mean, 1))
     acc = []
-    for path in sorted(glob.glob(os.path.join(out, "*_s[0-9]*_*_seed*.csv"))):
-        stem = os.path.basename(path)[: -len(".csv")]
+    for path in sorted(glob.glob(os.path.join(out, f"{prefix}*_s[0-9]*_*_seed*.csv"))):
+        stem = os.path.basename(path)[len(prefix) : -len(".csv")]
         task, s, corr, seed = stem.rsplit("_", 3)
         df = pd.read_csv(path)
         ev = df.dropna(subset=["eval_acc"])
@@ -139,8 +144,9 @@ def table(out):
     ax.legend(title="--off-policy")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "staleness.png"), dpi=120)
-    print(f"wrote {os.path.join(out, 'staleness.png')}")
+    png = os.path.join(out, f"{prefix}staleness.png")
+    fig.savefig(png, dpi=120)
+    print(f"wrote {png}")
 
 
 if __name__ == "__main__":

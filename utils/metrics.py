@@ -62,6 +62,8 @@ the replies' characters too, and eval_think_frac, eval_acc_think every worked so
                 --dynamic-sampling B x (1 - frac_zero_std), with it the groups kept, 0 when no draw had one
   policy_lag    async (--rollout-workers): learner steps between the policy that sampled the step's batch and the
                 one it trains (utils/async_rl.py): min(--max-staleness, steps done since the run began)
+  wait_s        async: seconds the learner waited for the step's batch (0 when a worker had it ready): the
+                share of time_s the learner stood idle, generation-bound where it is large
   behav_kl      async or --off-policy: masked mean of log mu - log pi_prox over the tokens trained on, mu the
                 sampler's stored log-probs, pi_prox the learner's weights as the step began: a k1 estimate of
                 KL(mu || pi_prox), 0 at lag 0 up to the float rounding of the sampler (KV cache) path
